@@ -1,0 +1,33 @@
+# make test : create .venv if missing, install the package with its test extras, run the suite.
+# make demo : same install, then the whole pipeline on the generated mini-VOC, on CPU.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Torch is pinned to the builds this project is tested with; override for another CUDA/CPU build.
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.retab-installed
+
+.PHONY: install test demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q $(TORCH_PKGS)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+demo: $(STAMP)
+	$(BIN)/retab demo --out demo_out
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf demo_out build src/*.egg-info

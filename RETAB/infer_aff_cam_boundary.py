@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""`python infer_aff_cam_boundary.py ...` is `retab infer_aff_cam_boundary ...`; the stage lives in retab/stages/infer_aff_cam_boundary.py."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from retab.cli import run_stage  # noqa: E402
+
+sys.exit(run_stage("infer_aff_cam_boundary"))

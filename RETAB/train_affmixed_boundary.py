@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""`python train_affmixed_boundary.py ...` is `retab train_affmixed_boundary ...`; the stage lives in retab/stages/train_affmixed_boundary.py."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from retab.cli import run_stage  # noqa: E402
+
+sys.exit(run_stage("train_affmixed_boundary"))

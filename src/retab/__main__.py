@@ -1,0 +1,3 @@
+from retab.cli import main
+
+raise SystemExit(main())

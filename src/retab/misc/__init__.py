@@ -1,0 +1,1 @@
+"""Small shared helpers: errors, atomic file outputs, devices and seeds, argument parsing."""

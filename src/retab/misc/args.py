@@ -1,0 +1,31 @@
+"""Argument helpers that keep the published flags working on a modern argparse."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def str2bool(value) -> bool:
+    """The published scripts pass `--curve True`; argparse's `type=bool` would read 'False' as True."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("true", "t", "yes", "y", "1"):
+        return True
+    if v in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, width: bool = True) -> None:
+    """--device, --seed (and --width for stages that build a network)."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if width:
+        parser.add_argument("--width", type=float, default=1.0,
+                            help="channel width factor of ResNet-38 (1.0 = published; e.g. 0.125 for CPU)")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

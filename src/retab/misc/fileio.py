@@ -1,0 +1,111 @@
+"""Every output goes through here: written to a temporary name beside the target, then renamed,
+so an interrupted run never leaves a half-written file that a rerun would mistake for done."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retab.misc.errors import RetabError
+from retab.voc import voc_palette
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path in the target's folder; rename it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def append_text(path, text: str) -> None:
+    """Append to a log: rewrite old content + new text atomically, so a crash loses nothing."""
+    path = Path(path)
+    old = path.read_bytes() if path.exists() else b""
+    write_bytes(path, old + text.encode())
+
+
+def save_npy(path, obj) -> None:
+    """np.save to `path` atomically; dicts are pickled as the published `.npy` dict files."""
+    buf = io.BytesIO()
+    if isinstance(obj, dict):
+        np.save(buf, np.array(obj, dtype=object), allow_pickle=True)
+    else:
+        np.save(buf, obj)
+    write_bytes(path, buf.getvalue())
+
+
+def save_score_dict(path, scores: dict) -> None:
+    """A CAM / score dict (SPEC 5): {int label: float32 HxW}."""
+    save_npy(path, {int(k): np.asarray(v, np.float32) for k, v in scores.items()})
+
+
+def load_score_dict(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: score dict not found")
+    try:
+        obj = np.load(path, allow_pickle=True).item()
+    except Exception as exc:  # noqa: BLE001
+        raise RetabError(f"{path}: not a pickled score dict ({exc})") from None
+    if not isinstance(obj, dict):
+        raise RetabError(f"{path}: expected a dict label -> HxW map, got {type(obj).__name__}")
+    return obj
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_label_png(path, labels: np.ndarray) -> None:
+    """8-bit palette PNG with the VOC colour map; the stored values are the labels."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise RetabError(f"{path}: label map must be 2-D, got shape {labels.shape}")
+    img = Image.fromarray(labels.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette())
+    write_bytes(path, _png_bytes(img))
+
+
+def save_gray_png(path, values: np.ndarray) -> None:
+    """8-bit greyscale PNG (boundary target maps: 255 non-boundary, 0 boundary)."""
+    write_bytes(path, _png_bytes(Image.fromarray(np.asarray(values).astype(np.uint8), mode="L")))
+
+
+def save_image(path, img: Image.Image, **kwargs) -> None:
+    fmt = "JPEG" if str(path).lower().endswith((".jpg", ".jpeg")) else "PNG"
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    write_bytes(path, buf.getvalue())
+
+
+def save_torch(path, obj) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())

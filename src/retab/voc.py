@@ -1,0 +1,208 @@
+"""PASCAL VOC 2012 data layer: class names, palette, list files, folds, images, masks, labels.
+
+Everything that knows about the VOC directory layout or the list-file formats lives here
+(SPEC section 1), so that every stage reads the dataset the same way.
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retab.misc.errors import RetabError
+
+CATEGORIES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+LABEL_NAMES = ("background",) + CATEGORIES  # label value -> name, 0..20
+NUM_CLASSES = 20  # object classes (image-level labels)
+NUM_LABELS = 21  # segmentation labels incl. background
+IGNORE = 255
+NUM_FOLDS = 4
+CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
+
+
+def voc_palette() -> list[int]:
+    """The VOC colour map as a flat list of 768 ints (bit-interleaved label -> RGB)."""
+    pal = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+# ----------------------------------------------------------------------------- folds
+
+def check_fold(fold: int) -> int:
+    if fold not in range(NUM_FOLDS):
+        raise RetabError(f"fold must be one of 0..{NUM_FOLDS - 1}, got {fold!r}")
+    return fold
+
+
+def novel_labels(fold: int) -> list[int]:
+    """Novel segmentation labels of a PASCAL-5i fold: 5F+1 .. 5F+5."""
+    check_fold(fold)
+    return list(range(5 * fold + 1, 5 * fold + 6))
+
+
+def base_labels(fold: int) -> list[int]:
+    """The 16 base labels of a fold: background plus the 15 non-novel object labels."""
+    novel = set(novel_labels(fold))
+    return [lab for lab in range(NUM_LABELS) if lab not in novel]
+
+
+def is_novel_mask(mask: np.ndarray, fold: int) -> bool:
+    """A sample is novel when its mask holds any pixel of a novel label (SPEC 1)."""
+    return bool(np.isin(mask, novel_labels(fold)).any())
+
+
+# ----------------------------------------------------------------------------- list files
+
+def name_from_list_line(line: str) -> str | None:
+    """`2007_000032` or `/JPEGImages/2007_000032.jpg /SegmentationClassAug/...png` -> name."""
+    line = line.strip()
+    if not line:
+        return None
+    first = line.split()[0]
+    return os.path.splitext(os.path.basename(first))[0]
+
+
+def read_name_list(path: str | os.PathLike) -> list[str]:
+    """Image names from a list file: plain names, SBD-style lines, or a `.npy` array of names."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: list file not found")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable list
+            raise RetabError(f"{path}: not a readable .npy name list ({exc})") from None
+        return [name_from_list_line(str(n)) for n in np.asarray(arr).reshape(-1)]
+    names = []
+    with open(path) as f:
+        for line in f:
+            name = name_from_list_line(line)
+            if name is not None:
+                names.append(name)
+    return names
+
+
+def sbd_line(name: str) -> str:
+    return f"/JPEGImages/{name}.jpg /SegmentationClassAug/{name}.png"
+
+
+def list_lines(names, sbd_style: bool = False) -> str:
+    return "".join((sbd_line(n) if sbd_style else n) + "\n" for n in names)
+
+
+# ----------------------------------------------------------------------------- paths and loading
+
+def image_path(voc_root, name: str) -> Path:
+    return Path(voc_root) / "JPEGImages" / f"{name}.jpg"
+
+
+def mask_path(voc_root, name: str, aug: bool = True) -> Path:
+    return Path(voc_root) / ("SegmentationClassAug" if aug else "SegmentationClass") / f"{name}.png"
+
+
+def xml_path(voc_root, name: str) -> Path:
+    return Path(voc_root) / "Annotations" / f"{name}.xml"
+
+
+def load_image(path) -> Image.Image:
+    """An RGB PIL image; a missing or undecodable file is a RetabError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: image not found")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001
+        raise RetabError(f"{path}: cannot decode image ({exc})") from None
+
+
+def load_label_png(path) -> np.ndarray:
+    """A label PNG (palette or grey) as uint8 HxW with its stored values (not the colours)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: label PNG not found")
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise RetabError(f"{path}: expected an 8-bit palette or grey PNG, got mode {img.mode}")
+            return np.array(img, dtype=np.uint8)
+    except RetabError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise RetabError(f"{path}: cannot decode PNG ({exc})") from None
+
+
+def labels_from_xml(path) -> np.ndarray:
+    """Image-level labels: float32[20] with 1 for every `<object><name>` in the annotation."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: annotation not found")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise RetabError(f"{path}: malformed XML ({exc})") from None
+    vec = np.zeros(NUM_CLASSES, np.float32)
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in CATEGORY_INDEX:
+            raise RetabError(f"{path}: unknown class {name!r}")
+        vec[CATEGORY_INDEX[name]] = 1.0
+    return vec
+
+
+def labels_from_mask(mask: np.ndarray) -> np.ndarray:
+    vec = np.zeros(NUM_CLASSES, np.float32)
+    present = [v for v in np.unique(mask) if 1 <= v <= NUM_CLASSES]
+    vec[np.asarray(present, int) - 1] = 1.0
+    return vec
+
+
+def load_cls_labels(path) -> dict[str, np.ndarray]:
+    """The published `cls_labels.npy`: a pickled dict name -> float32[20]."""
+    path = Path(path)
+    if not path.is_file():
+        raise RetabError(f"{path}: cls_labels file not found")
+    try:
+        obj = np.load(path, allow_pickle=True).item()
+    except Exception as exc:  # noqa: BLE001
+        raise RetabError(f"{path}: not a pickled cls_labels dict ({exc})") from None
+    if not isinstance(obj, dict):
+        raise RetabError(f"{path}: expected a dict name -> float32[20], got {type(obj).__name__}")
+    return {str(k): np.asarray(v, np.float32) for k, v in obj.items()}
+
+
+class ImageLabels:
+    """Image-level labels by name, from a cls_labels.npy if given, else from the XML files."""
+
+    def __init__(self, voc_root=None, cls_labels_path=None):
+        self.voc_root = voc_root
+        self.table = load_cls_labels(cls_labels_path) if cls_labels_path else None
+
+    def __call__(self, name: str) -> np.ndarray:
+        if self.table is not None:
+            if name not in self.table:
+                raise RetabError(f"no image-level labels for {name} in the cls_labels file")
+            vec = self.table[name]
+        else:
+            vec = labels_from_xml(xml_path(self.voc_root, name))
+        if vec.shape != (NUM_CLASSES,):
+            raise RetabError(f"{name}: image-level labels must have shape (20,), got {vec.shape}")
+        if not vec.any():
+            raise RetabError(f"{name}: image has no image-level labels")
+        return vec
