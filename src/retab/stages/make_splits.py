@@ -1,0 +1,139 @@
+"""`retab make_splits`: derive every list the pipeline needs from a VOC tree itself (SPEC 1).
+
+Writes into --out_dir (never into the dataset):
+  train_aug.txt                    SegmentationClassAug minus val (SBD-style lines, as published)
+  train.txt, val.txt               copies of ImageSets/Segmentation/{train,val}.txt (plain names)
+  cls_labels.npy                   pickled dict name -> float32[20] from the XML annotations
+  trainaug_fold{F}_{base,novel}.txt / .npy   base and novel samples of train_aug for each fold
+
+A sample is novel in fold F when its SegmentationClassAug mask holds a pixel of a novel label;
+the XML is not consulted for that (as the published lists were made).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from retab import voc
+from retab.misc.args import setup_logging
+from retab.misc.errors import RetabError
+from retab.misc.fileio import save_npy, write_text
+
+log = logging.getLogger("retab")
+
+
+def fold_list_path(list_dir, fold: int, part: str, ext: str = ".txt") -> Path:
+    """`trainaug_fold{F}_{base|novel}{ext}` inside a list folder."""
+    return Path(list_dir) / f"trainaug_fold{fold}_{part}{ext}"
+
+
+def aug_mask_names(voc_root) -> list[str]:
+    folder = Path(voc_root) / "SegmentationClassAug"
+    if not folder.is_dir():
+        raise RetabError(f"{folder}: SegmentationClassAug folder not found")
+    return sorted(p.stem for p in folder.glob("*.png"))
+
+
+def mask_label_set(path) -> frozenset[int]:
+    """The labels a mask contains (255 and 0 included when present)."""
+    return frozenset(int(v) for v in np.unique(voc.load_label_png(path)))
+
+
+def split_by_fold(label_sets: dict[str, frozenset[int]], fold: int) -> tuple[list[str], list[str]]:
+    """(base, novel) names, keeping the input order."""
+    novel_set = set(voc.novel_labels(fold))
+    base, novel = [], []
+    for name, labels in label_sets.items():
+        (novel if labels & novel_set else base).append(name)
+    return base, novel
+
+
+def read_label_sets(voc_root, names, workers: int | None = None) -> dict[str, frozenset[int]]:
+    """Each Aug mask read once; all folds are derived from these label sets."""
+    paths = [voc.mask_path(voc_root, n) for n in names]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    desc = "reading masks"
+    if workers > 1 and len(paths) > 200:
+        with Pool(workers) as pool:
+            sets = list(tqdm(pool.imap(mask_label_set, paths, chunksize=64), total=len(paths), desc=desc))
+    else:
+        sets = [mask_label_set(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
+    for name, labels in zip(names, sets):
+        unknown = sorted(v for v in labels if v > voc.NUM_CLASSES and v != voc.IGNORE)
+        if unknown:
+            raise RetabError(f"{voc.mask_path(voc_root, name)}: unknown label values {unknown}")
+    return dict(zip(names, sets))
+
+
+def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
+    """Write all lists; return {'train_aug': n, 'folds': {F: (n_base, n_novel)}}."""
+    voc_root, out_dir = Path(voc_root).resolve(), Path(out_dir).resolve()
+    if out_dir == voc_root or voc_root in out_dir.parents:
+        raise RetabError(f"{out_dir}: the output folder must not be inside the dataset {voc_root}")
+    seg_lists = voc_root / "ImageSets" / "Segmentation"
+    train = voc.read_name_list(seg_lists / "train.txt")
+    val = voc.read_name_list(seg_lists / "val.txt")
+    val_set = set(val)
+    train_aug = [n for n in aug_mask_names(voc_root) if n not in val_set]
+    if not train_aug:
+        raise RetabError(f"{voc_root}: no SegmentationClassAug masks outside val.txt")
+    log.info("%s: %d Aug masks outside val (train_aug), %d train, %d val", voc_root, len(train_aug),
+             len(train), len(val))
+
+    labelled = sorted(set(train_aug) | set(train) | val_set)
+    cls_labels = {n: voc.labels_from_xml(voc.xml_path(voc_root, n)) for n in
+                  tqdm(labelled, desc="reading annotations", disable=len(labelled) < 200)}
+    label_sets = read_label_sets(voc_root, train_aug, workers)
+
+    write_text(out_dir / "train_aug.txt", voc.list_lines(train_aug, sbd_style=True))
+    write_text(out_dir / "train.txt", voc.list_lines(train))
+    write_text(out_dir / "val.txt", voc.list_lines(val))
+    save_npy(out_dir / "cls_labels.npy", cls_labels)
+    counts = {}
+    for fold in range(voc.NUM_FOLDS):
+        parts = dict(zip(("base", "novel"), split_by_fold(label_sets, fold)))
+        for part, names in parts.items():
+            write_text(fold_list_path(out_dir, fold, part), voc.list_lines(names, sbd_style=True))
+            save_npy(fold_list_path(out_dir, fold, part, ".npy"), np.array(names))
+        counts[fold] = (len(parts["base"]), len(parts["novel"]))
+    return {"train_aug": len(train_aug), "folds": counts}
+
+
+def splits_complete(list_dir) -> bool:
+    """True when every file make_splits writes is present (drivers call make_splits otherwise)."""
+    list_dir = Path(list_dir)
+    needed = [list_dir / f for f in ("train_aug.txt", "train.txt", "val.txt", "cls_labels.npy")]
+    needed += [fold_list_path(list_dir, f, p, e) for f in range(voc.NUM_FOLDS)
+               for p in ("base", "novel") for e in (".txt", ".npy")]
+    return all(p.is_file() for p in needed)
+
+
+def ensure_splits(voc_root, list_dir) -> None:
+    if not splits_complete(list_dir):
+        log.info("lists missing in %s: deriving them from %s", list_dir, voc_root)
+        print_counts(make_splits(voc_root, list_dir))
+
+
+def print_counts(result: dict) -> None:
+    print(f"train_aug: {result['train_aug']} images")
+    for fold, (n_base, n_novel) in result["folds"].items():
+        novel = voc.novel_labels(fold)
+        print(f"fold {fold} (novel labels {novel[0]}-{novel[-1]}): {n_base} base / {n_novel} novel")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="retab make_splits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voc12_root", required=True, help="VOC2012 folder (JPEGImages, Annotations, ...)")
+    parser.add_argument("--out_dir", required=True, help="folder for the lists (outside the dataset)")
+    parser.add_argument("--workers", type=int, default=None, help="processes for reading masks")
+    args = parser.parse_args(argv)
+    setup_logging()
+    print_counts(make_splits(args.voc12_root, args.out_dir, args.workers))
+    return 0
