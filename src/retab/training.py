@@ -1,0 +1,146 @@
+"""The one training loop shared by every training stage (classification, PSA affinity, boundary,
+mixed affinity, segmentation).
+
+A stage provides a model, a dataset and a `step_fn(model, batch, device) -> (loss, logs)`; this
+module does the rest: seeded data loading, the poly-lr optimizer steps, a progress bar with the
+loss and images/s, TensorBoard scalars, an optional validation loss per epoch, a resumable
+checkpoint after every epoch and the final `{session_name}.pth` holding the model's state dict
+(the published key names, loadable with strict=True).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retab.misc.fileio import save_torch
+
+log = logging.getLogger("retab")
+
+StepFn = Callable[[torch.nn.Module, object, torch.device], tuple[torch.Tensor, dict]]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Datasets draw their randomness from their own (seed, epoch, index) generators; this only
+    # pins the global generators that library code might touch.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
+                drop_last: bool = True) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=drop_last and len(dataset) >= batch_size, pin_memory=False,
+                      worker_init_fn=_seed_worker, generator=generator,
+                      persistent_workers=False)
+
+
+@dataclass
+class TrainConfig:
+    session_name: str
+    max_epoches: int
+    batch_size: int
+    num_workers: int = 0
+    seed: int = 0
+    out_dir: str = "."          # where {session_name}.pth goes
+    tblog_dir: str | None = None  # TensorBoard folder (None: no TensorBoard)
+    resume: bool = False
+
+
+def steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    return max(1, n_samples // batch_size) if n_samples >= batch_size else 1
+
+
+def max_steps(n_samples: int, cfg: TrainConfig) -> int:
+    """The poly schedule's max_step, as published: (len // batch) * epochs."""
+    return steps_per_epoch(n_samples, cfg.batch_size) * cfg.max_epoches
+
+
+def _summary_writer(tblog_dir):
+    if not tblog_dir:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but never let logging stop a run
+        log.warning("tensorboard is not installed: no training curves")
+        return None
+    return SummaryWriter(tblog_dir)
+
+
+def checkpoint_paths(cfg: TrainConfig) -> tuple[Path, Path]:
+    out = Path(cfg.out_dir)
+    return out / f"{cfg.session_name}.pth", out / f"{cfg.session_name}.last.pt"
+
+
+def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: TrainConfig,
+          device: torch.device, val_fn: Callable[[torch.nn.Module], float] | None = None) -> Path:
+    """Train for cfg.max_epoches; returns the path of the final state dict."""
+    final_path, last_path = checkpoint_paths(cfg)
+    start_epoch = 0
+    if cfg.resume and last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"]
+        log.info("resumed %s at epoch %d (step %d)", last_path, start_epoch, getattr(optimizer, "global_step", -1))
+    model.to(device)
+    writer = _summary_writer(cfg.tblog_dir)
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, cfg.seed)
+    for epoch in range(start_epoch, cfg.max_epoches):
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # reproducible shuffles, also on resume
+        model.train()
+        bar = tqdm(loader, desc=f"{cfg.session_name} epoch {epoch + 1}/{cfg.max_epoches}", leave=False)
+        seen, t0, running = 0, time.perf_counter(), 0.0
+        for i, batch in enumerate(bar):
+            loss, logs = step_fn(model, batch, device)
+            if not math.isfinite(float(loss)):
+                raise FloatingPointError(f"{cfg.session_name}: loss became {float(loss)} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = _batch_size(batch)
+            seen += n
+            running = 0.9 * running + 0.1 * float(loss) if i else float(loss)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{running:.4f}", img_s=f"{rate:.1f}", lr=f"{_lr(optimizer):.2e}")
+            if writer is not None:
+                step = getattr(optimizer, "global_step", epoch * len(loader) + i)
+                writer.add_scalar("train/loss", float(loss), step)
+                writer.add_scalar("train/lr", _lr(optimizer), step)
+                for k, v in logs.items():
+                    writer.add_scalar(f"train/{k}", float(v), step)
+        msg = f"{cfg.session_name} epoch {epoch + 1}/{cfg.max_epoches}: loss {running:.4f}, {seen} images"
+        if val_fn is not None:
+            val_loss = val_fn(model)
+            msg += f", val loss {val_loss:.4f}"
+            if writer is not None:
+                writer.add_scalar("val/loss", val_loss, epoch + 1)
+        log.info(msg)
+        save_torch(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "epoch": epoch + 1})
+    if writer is not None:
+        writer.close()
+    save_torch(final_path, model.state_dict())
+    log.info("wrote %s", final_path)
+    return final_path
+
+
+def _batch_size(batch) -> int:
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    return int(first.shape[0]) if hasattr(first, "shape") else 1
+
+
+def _lr(optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
