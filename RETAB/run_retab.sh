@@ -1,0 +1,210 @@
+#!/bin/sh
+# The RETAB stage of one fold end to end (SPEC 4): boundary net on the fold's base samples,
+# boundary target maps, mixed affinity net, the two-stage boundary-aware random walk on
+# train_aug, and the evaluations on train (initial CAMs, stage 2's labels, stage 2's dicts with
+# the background-threshold scan).
+#
+#   cd psa && sh run_psa.sh          # first: the PSA outputs this stage starts from
+#   cd RETAB && FOLD=1 sh run_retab.sh
+#
+# Environment (defaults in brackets):
+#   FOLD [0]     PASCAL-5i fold 0..3 (novel labels 5F+1 .. 5F+5)
+#   VOC12HOME    dataset root [./VOC2012 if it exists, else the one psa/ uses (../psa/VOC2012),
+#                else ../data/mini_voc/VOC2012]
+#   PSA_OUT      outputs of psa/run_psa.sh [../psa/out]: psa_trainaug_cam/, psa_trainaug_crf_4.0/,
+#                psa_trainaug_crf_32.0/; linked as ./psa_initcam and ./psa_afflabel (published layout)
+#   PYTHON [python3]  DEVICE [auto]  WIDTH [1.0]  SEED [0]  CROP_SIZE [448]  BATCH_SIZE [8]
+#   BOUNDARY_EPOCHS [8]  AFF_EPOCHS [8]  BOUNDARY_LR [0.001]  AFF_LR [0.01]  KERNEL [0]  THRESHOLD [0.5]
+#   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
+#   WEIGHTS      initial weights of both trainings [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+#                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
+#                warning; WEIGHTS= (set, empty) trains from a random initialisation]
+#   PSA_CLS      the PSA classifier [../psa/best/res38_cls.pth]
+#   OUT          output root [./out/fold$FOLD]
+#
+# Outputs under $OUT: boundary_model/resnet38_boundary_fold$FOLD.pth,
+# boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}/ (target maps),
+# affmodel/resnet38_affmixed_fold$FOLD.pth, rw_stage1/ rw_cam_stage1/ rw_stage2/ rw_cam_stage2/
+# (label PNGs and score dicts), evallog.txt, and timings.tsv (`step<TAB>seconds` per step run,
+# rewritten by every run). A rerun skips what is done: each net when its checkpoint exists (delete
+# it to retrain) and every image whose outputs exist; after retraining a net, delete the outputs
+# made from it (or all of $OUT), or they are kept as they are.
+set -e
+cd "$(dirname "$0")"
+
+say() { echo "run_retab: $*"; }
+die() {
+    echo "run_retab: error: $*" >&2
+    exit 2
+}
+
+FOLD=${FOLD:-0}
+case $FOLD in
+0 | 1 | 2 | 3) ;;
+*) die "FOLD must be 0, 1, 2 or 3 (the PASCAL-5i fold), got '$FOLD'" ;;
+esac
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-auto}
+WIDTH=${WIDTH:-1.0}
+SEED=${SEED:-0}
+CROP_SIZE=${CROP_SIZE:-448}
+BATCH_SIZE=${BATCH_SIZE:-8}
+BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}
+AFF_EPOCHS=${AFF_EPOCHS:-8}
+BOUNDARY_LR=${BOUNDARY_LR:-0.001}
+AFF_LR=${AFF_LR:-0.01}
+KERNEL=${KERNEL:-0}
+THRESHOLD=${THRESHOLD:-0.5}
+INFER_LIST=${INFER_LIST:-voc12/train_aug.txt}
+PSA_OUT=${PSA_OUT:-../psa/out}
+PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
+OUT=${OUT:-./out/fold$FOLD}
+IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+
+# The package: installed in $PYTHON's environment, or else the source tree beside RETAB/.
+PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+
+BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
+TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
+AFF_CKPT=$OUT/affmodel/resnet38_affmixed_fold$FOLD.pth
+RW1_DIR=$OUT/rw_stage1
+RW1_CAM_DIR=$OUT/rw_cam_stage1
+RW2_DIR=$OUT/rw_stage2
+RW2_CAM_DIR=$OUT/rw_cam_stage2
+EVALLOG=$OUT/evallog.txt
+TIMINGS=$OUT/timings.tsv
+
+now() {
+    t=$(date +%s.%N 2>/dev/null || true)
+    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
+}
+
+# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
+step() {
+    name=$1
+    shift
+    say "[$name] $*"
+    start=$(now)
+    "$@"
+    end=$(now)
+    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
+    say "[$name] done in ${seconds}s"
+}
+
+# link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder
+link() {
+    if [ "$(cd "$1" 2>/dev/null && pwd -P)" != "$(cd "$2" && pwd -P)" ]; then
+        if [ -e "$1" ] && [ ! -L "$1" ]; then
+            die "./$1 exists and is not a link to $2"
+        fi
+        rm -f "$1"
+        ln -s "$2" "$1"
+        say "linked ./$1 -> $2"
+    fi
+}
+
+# ---------------------------------------------------------------- PSA outputs
+for d in psa_trainaug_cam psa_trainaug_crf_4.0 psa_trainaug_crf_32.0; do
+    [ -d "$PSA_OUT/$d" ] || die "PSA output $PSA_OUT/$d not found: run psa/run_psa.sh first (or set PSA_OUT)"
+done
+PSA_OUT=$(cd "$PSA_OUT" && pwd -P)
+# Published layout: psa_initcam/psa_trainaug_cam and psa_afflabel/psa_trainaug_crf_{4.0,32.0}.
+link psa_initcam "$PSA_OUT"
+link psa_afflabel "$PSA_OUT"
+CAM_DIR=psa_initcam/psa_trainaug_cam
+LA_DIR=psa_afflabel/psa_trainaug_crf_4.0
+HA_DIR=psa_afflabel/psa_trainaug_crf_32.0
+
+mkdir -p "$OUT"
+: >"$TIMINGS"
+
+# ---------------------------------------------------------------- dataset and lists
+if [ -z "${VOC12HOME:-}" ]; then
+    for candidate in VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012; do
+        if [ -d "$candidate" ]; then
+            VOC12HOME=$candidate
+            break
+        fi
+    done
+    [ -n "${VOC12HOME:-}" ] || die "no dataset: set VOC12HOME (or run psa/run_psa.sh, which links one)"
+fi
+[ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
+VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
+link VOC2012 "$VOC12HOME"
+
+# The lists are derived from the dataset they were made from; a new dataset gets new lists.
+if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
+    || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
+    step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
+    printf '%s\n' "$VOC12HOME" >voc12/.voc12home
+fi
+
+# ---------------------------------------------------------------- initial weights of both trainings
+if [ -z "${WEIGHTS+set}" ]; then
+    case $WIDTH in
+    1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
+    esac
+fi
+if [ -z "${WEIGHTS+set}" ]; then
+    [ -f "$PSA_CLS" ] || die "no initial weights: neither $IMAGENET_PARAMS (WIDTH 1.0) nor the PSA classifier $PSA_CLS; run psa/run_psa.sh first or set WEIGHTS"
+    WEIGHTS=$PSA_CLS
+    say "warning: no ImageNet weights ($IMAGENET_PARAMS): both trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
+fi
+
+# ---------------------------------------------------------------- boundary net and target maps
+if [ -f "$BOUNDARY_CKPT" ]; then
+    say "using the trained boundary net $BOUNDARY_CKPT (delete it to retrain)"
+else
+    step train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
+        --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
+        --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
+        --lr "$BOUNDARY_LR" --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+fi
+
+step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
+    --infer_list voc12/train_aug.txt --weights "$BOUNDARY_CKPT" --kernel "$KERNEL" --threshold "$THRESHOLD" \
+    --out_dir "$TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+
+# ---------------------------------------------------------------- mixed affinity net
+if [ -f "$AFF_CKPT" ]; then
+    say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
+else
+    step train_affmixed_boundary "$PYTHON" train_affmixed_boundary.py --fold "$FOLD" --voc12_root VOC2012 \
+        --train_list voc12/train_aug.txt --list_dir voc12 \
+        --base_list "voc12/trainaug_fold${FOLD}_base.npy" --novel_list "voc12/trainaug_fold${FOLD}_novel.npy" \
+        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --boundary_target_dir "$TARGET_DIR" \
+        --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
+        --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
+        --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+fi
+
+# ---------------------------------------------------------------- boundary-aware two-stage random walk
+step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
+    --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha 16 --beta 8 --logt 8 \
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+
+step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
+    --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
+    --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta 8 --logt 8 \
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+
+# ---------------------------------------------------------------- evaluation on train
+step eval_cam "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
+    --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
+    --comment "cam fold$FOLD (train)" --type npy --curve True --fold "$FOLD"
+
+step eval_rw "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_DIR" \
+    --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
+    --comment "retab rw2 fold$FOLD (train)" --type png --fold "$FOLD"
+
+step eval_rw_searchbg "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_CAM_DIR" \
+    --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
+    --comment "retab rw2 fold$FOLD (train) searchbg" --type npy_new --curve True --fold "$FOLD"
+
+say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $TIMINGS"

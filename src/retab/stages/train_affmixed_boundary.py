@@ -1,0 +1,149 @@
+"""`retab train_affmixed_boundary` (RETAB/train_affmixed_boundary.py): the mixed affinity net of a fold (SPEC 4).
+
+AffinityNet on every image of --train_list (train_aug). Base samples (the names of --base_list,
+default the fold's list in --list_dir) are labelled from their GT masks; every other image is a
+novel sample labelled from its la / ha CRF dicts, with the boundary pixels of its target map
+(--boundary_target_dir, published name --targetpixel_dir) set to 255. Pairs within radius 5 on
+the 1/8 grid, loss = bg/4 + fg/4 + neg/2. --novel_list is checked against the train list: every
+image must be either base or novel. The published flag names --base_dir, --novel_dir and --gt_dir
+are accepted (GT masks are always read from {voc12_root}/SegmentationClassAug). The state dict
+goes to `{out_dir}/{session_name}.pth`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from retab import voc
+from retab.affinity import pair_count
+from retab.data import AffinityTrainDataset
+from retab.data.datasets import LABEL_STRIDE
+from retab.misc.args import add_runtime_args, setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.models import build_model
+from retab.optim import PolyOptimizer, param_groups
+from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
+from retab.stages.train_boundary import check_masks, fold_list
+from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
+from retab.training import TrainConfig, max_steps, train
+
+log = logging.getLogger("retab")
+
+
+def split_train_names(names, base_names, novel_names, base_list, novel_list) -> tuple[list[str], list[str]]:
+    """(base, novel) samples of the training list; an image in both lists or in neither is an error."""
+    base_set, novel_set = set(base_names), set(novel_names)
+    both = sorted(base_set & novel_set)
+    if both:
+        raise RetabError(f"{base_list} and {novel_list} both list {len(both)} images (e.g. {both[0]}): "
+                         "a sample is either base or novel")
+    neither = [n for n in names if n not in base_set and n not in novel_set]
+    if neither:
+        raise RetabError(f"{len(neither)} training images (e.g. {neither[0]}) are in neither {base_list} nor "
+                         f"{novel_list}: the lists do not belong to this training list")
+    return [n for n in names if n in base_set], [n for n in names if n in novel_set]
+
+
+def check_novel_inputs(novel, la_dir: Path, ha_dir: Path, target_dir: Path | None) -> None:
+    """Fail before training (not in a loader worker) when a CRF dict or target map is missing."""
+    for name in novel:
+        for folder in (la_dir, ha_dir):
+            if not (folder / f"{name}.npy").is_file():
+                raise RetabError(f"{folder / (name + '.npy')}: CRF label dict of the novel sample {name} not found")
+        if target_dir is not None and not (target_dir / f"{name}.png").is_file():
+            raise RetabError(f"{target_dir / (name + '.png')}: boundary target map of {name} not found")
+
+
+def check_crop_has_pairs(crop_size: int, radius: int = AFFINITY_RADIUS) -> None:
+    """A crop whose 1/8 grid is too narrow for the radius has no pairs and nothing to learn from."""
+    grid = crop_size // LABEL_STRIDE
+    if pair_count(grid, grid, radius) == 0:
+        smallest = LABEL_STRIDE * (2 * radius - 1)
+        raise RetabError(f"--crop_size {crop_size} gives a {grid}x{grid} label grid with no pixel pairs within "
+                         f"radius {radius}; use at least {smallest}")
+
+
+def check_gt_dir(gt_dir, voc_root: Path) -> None:
+    if gt_dir and Path(gt_dir).resolve() != (voc_root / "SegmentationClassAug").resolve():
+        log.warning("--gt_dir %s is ignored: GT masks are read from %s", gt_dir, voc_root / "SegmentationClassAug")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retab train_affmixed_boundary", description=__doc__.splitlines()[0])
+    p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default base/novel lists)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_epoches", type=int, default=8)
+    p.add_argument("--network", default="network.resnet38_aff", help="accepted for compatibility, ignored")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--num_workers", type=int, default=default_num_workers())
+    p.add_argument("--wt_dec", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
+    p.add_argument("--train_list", default="voc12/train_aug.txt")
+    p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
+    p.add_argument("--base_list", "--base_dir", dest="base_list", default=None,
+                   help="base samples, .txt or .npy (default: {list_dir}/trainaug_fold{F}_base)")
+    p.add_argument("--novel_list", "--novel_dir", dest="novel_list", default=None,
+                   help="novel samples, .txt or .npy (default: {list_dir}/trainaug_fold{F}_novel)")
+    p.add_argument("--session_name", default=None, help="default resnet38_affmixed_fold{F}")
+    p.add_argument("--crop_size", type=int, default=448)
+    p.add_argument("--weights", default=None,
+                   help="ImageNet .params or a .pth; absent: random initialisation (with a warning)")
+    p.add_argument("--voc12_root", default="VOC2012")
+    p.add_argument("--gt_dir", default=None, help="accepted for compatibility: masks come from SegmentationClassAug")
+    p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
+    p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
+    p.add_argument("--boundary_target_dir", "--targetpixel_dir", dest="boundary_target_dir", default=None,
+                   help="boundary target maps of prop_boundary_target (absent: no boundary masking, with a warning)")
+    p.add_argument("--tblog_dir", default="./tblog")
+    p.add_argument("--out_dir", default=".", help="where {session_name}.pth is written")
+    add_runtime_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    voc.check_fold(args.fold)
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    check_schedule(args.batch_size, args.max_epoches)
+    check_crop_has_pairs(args.crop_size)
+    check_gt_dir(args.gt_dir, voc_root)
+    la_dir = check_dir(args.la_crf_dir, "la CRF label")
+    ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
+    target_dir = None
+    if args.boundary_target_dir in (None, "", "None"):
+        log.warning("no --boundary_target_dir: novel labels are not masked by boundary targets "
+                    "(not the published setting)")
+    else:
+        target_dir = check_dir(args.boundary_target_dir, "boundary target map")
+
+    names = voc.read_name_list(args.train_list)
+    if not names:
+        raise RetabError(f"{args.train_list}: the training list is empty")
+    base_list = Path(args.base_list) if args.base_list else fold_list(args.list_dir, args.fold, "base")
+    novel_list = Path(args.novel_list) if args.novel_list else fold_list(args.list_dir, args.fold, "novel")
+    base, novel = split_train_names(names, voc.read_name_list(base_list), voc.read_name_list(novel_list),
+                                    base_list, novel_list)
+    check_masks(base, voc_root)
+    check_novel_inputs(novel, la_dir, ha_dir, target_dir)
+    log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s)", args.fold,
+             len(base), base_list, len(novel), novel_list)
+
+    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, target_dir=target_dir,
+                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
+    model = build_model("aff", args.width)
+    load_initial_weights(model, args.weights)
+    cfg = TrainConfig(session_name=args.session_name or f"resnet38_affmixed_fold{args.fold}",
+                      max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
+                      seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None)
+    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
+                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    log.info("train_affmixed_boundary: %d images, %d epochs of %d steps, width %g, on %s", len(dataset),
+             cfg.max_epoches, optimizer.max_step // cfg.max_epoches, args.width, device)
+    train(model, optimizer, dataset, make_affinity_step(AFFINITY_RADIUS), cfg, device)
+    return 0

@@ -1,0 +1,109 @@
+"""`retab train_boundary` (RETAB/train_boundary.py): train the boundary net on the base samples of a fold (SPEC 4).
+
+The base samples of fold --fold (default list: {list_dir}/trainaug_fold{F}_base.txt, or the .npy
+when only that exists) with their SegmentationClassAug masks: boundary = 255, background = 0,
+foreground = the rest; loss = mean BCE over boundary + 0.5 mean over background + 0.5 mean over
+foreground (retab.boundary.boundary_loss). Augmentation: jitter, joint crop (mask padding 0),
+normalise, flip. Initial weights: the ImageNet .params as published, or a .pth (e.g. the PSA
+classifier: its backbone, non-strict with a report). The state dict goes to
+`{out_dir}/{session_name}.pth` (session_name may hold a folder, as in the published script).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from retab import voc
+from retab.boundary import boundary_loss
+from retab.data import BoundaryTrainDataset
+from retab.misc.args import add_runtime_args, setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.models import build_model
+from retab.optim import PolyOptimizer, param_groups
+from retab.stages.make_splits import fold_list_path
+from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
+from retab.training import TrainConfig, max_steps, train
+
+log = logging.getLogger("retab")
+
+
+def fold_list(list_dir, fold: int, part: str) -> Path:
+    """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
+    voc.check_fold(fold)
+    candidates = [fold_list_path(list_dir, fold, part, ext) for ext in (".txt", ".npy")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise RetabError(f"{candidates[0]}: fold {fold} {part} list not found (nor {candidates[1].name}); "
+                     f"derive the lists with `retab make_splits --voc12_root VOC2012 --out_dir {list_dir}`")
+
+
+def check_masks(names, voc_root) -> None:
+    """Fail before training (not in a loader worker) when a GT mask is missing."""
+    for name in names:
+        path = voc.mask_path(voc_root, name)
+        if not path.is_file():
+            raise RetabError(f"{path}: GT mask of the base sample {name} not found")
+
+
+def boundary_step(model, batch, device):
+    images, masks = batch
+    logits = model(images.to(device, non_blocking=True))
+    loss, terms = boundary_loss(logits, masks.to(device, non_blocking=True))
+    return loss, {f"loss_{k}": float(v) for k, v in terms.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retab train_boundary", description=__doc__.splitlines()[0])
+    p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default --train_list)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_epoches", type=int, default=8)
+    p.add_argument("--network", default="network.resnet38_boundary", help="accepted for compatibility, ignored")
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--num_workers", type=int, default=default_num_workers())
+    p.add_argument("--wt_dec", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
+    p.add_argument("--train_list", default=None,
+                   help="base samples (default: {list_dir}/trainaug_fold{F}_base.txt or .npy)")
+    p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
+    p.add_argument("--session_name", default=None, help="default resnet38_boundary_fold{F}")
+    p.add_argument("--crop_size", type=int, default=448)
+    p.add_argument("--weights", default=None,
+                   help="ImageNet .params or a .pth; absent: random initialisation (with a warning)")
+    p.add_argument("--voc12_root", default="VOC2012")
+    p.add_argument("--tblog_dir", default="./tblog")
+    p.add_argument("--out_dir", default=".", help="where {session_name}.pth is written")
+    add_runtime_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    voc.check_fold(args.fold)
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    check_schedule(args.batch_size, args.max_epoches)
+    train_list = Path(args.train_list) if args.train_list else fold_list(args.list_dir, args.fold, "base")
+    names = voc.read_name_list(train_list)
+    if not names:
+        raise RetabError(f"{train_list}: the list of base samples is empty")
+    check_masks(names, voc_root)
+    log.info("train_boundary: fold %d, %d base samples from %s", args.fold, len(names), train_list)
+
+    dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
+    model = build_model("boundary", args.width)
+    load_initial_weights(model, args.weights)
+    cfg = TrainConfig(session_name=args.session_name or f"resnet38_boundary_fold{args.fold}",
+                      max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
+                      seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None)
+    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
+                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    log.info("train_boundary: %d epochs of %d steps, width %g, on %s", cfg.max_epoches,
+             optimizer.max_step // cfg.max_epoches, args.width, device)
+    train(model, optimizer, dataset, boundary_step, cfg, device)
+    return 0

@@ -1,0 +1,240 @@
+"""The one per-image random-walk inference loop (SPEC 3 `infer_aff`, SPEC 4 the two RETAB stages).
+
+For every image of a list: the normalised image, zero-padded at the bottom/right to a multiple
+of 8, goes through the affinity net (features on the ceil(H/8) x ceil(W/8) grid); the input score
+dict {score_dir}/{name}.npy gives the scores; `retab.random_walk.random_walk` propagates them;
+the outputs are {out_rw}/{name}.png (argmax over the 21 channels, VOC palette PNG) and, with
+out_rw_cam, the walked score dict {out_rw_cam}/{name}.npy. Images whose outputs all exist are
+skipped unless `overwrite`.
+
+Modes (`retab.random_walk.MODES`):
+- 'psa'    (PSA): CAM dict {class k: HxW}; background (1 - max CAM) ** alpha; every pair walks.
+- 'stage1' (RETAB): the same input and scores, only non-boundary pairs walk; output keys 0 and
+           k+1 for each class k of the CAM dict.
+- 'stage2' (RETAB): stage 1's output dicts {label: HxW} (key 0 = background), channel k = dict[k],
+           no alpha; output keys = the keys read.
+The RETAB modes read the boundary target map {targetpixel_dir}/{name}.png (255 non-boundary,
+0 boundary) of the image's size.
+
+Stage modules call `main(argv, mode, prog, description)`; `run_walk` is the loop itself.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from retab import voc
+from retab.data import image_to_tensor
+from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
+from retab.misc.args import add_runtime_args, setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.models import build_model
+from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
+                               random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
+from retab.stages.train_cls import check_dir, default_num_workers, load_trained_weights
+
+log = logging.getLogger("retab")
+
+BOUNDARY_MODES = ("stage1", "stage2")  # the modes that read boundary target maps
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """What a walk needs besides the images: the mode and SPEC 4's alpha (not stage 2), beta, logt."""
+
+    mode: str
+    alpha: float = 16
+    beta: float = 8
+    logt: int = 8
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise RetabError(f"random walk mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.logt < 0:
+            raise RetabError(f"--logt must be >= 0, got {self.logt}")
+
+    @property
+    def needs_boundary(self) -> bool:
+        return self.mode in BOUNDARY_MODES
+
+
+# ----------------------------------------------------------------------------- one image
+
+@torch.no_grad()
+def affinity_features(model, img, device) -> torch.Tensor:
+    """[C, ceil(H/8), ceil(W/8)] features of the normalised image zero-padded to a multiple of 8."""
+    x = pad_to_multiple(image_to_tensor(img))
+    return model(x[None].to(device))[0]
+
+
+def input_scores(in_dict: dict, config: WalkConfig, height: int, width: int,
+                 source: str = "score dict") -> tuple[np.ndarray, list[int]]:
+    """(scores (21, H, W), output keys) of one image's input dict; the output keys are the labels walked."""
+    if config.mode == "stage2":
+        keys = sorted(int(k) for k in in_dict)
+        if 0 not in keys:
+            raise RetabError(f"{source}: stage 2 reads stage 1's score dicts, which hold the background "
+                             f"key 0; this one has keys {keys}")
+        return stage2_scores(in_dict, height, width, source=source), keys
+    return stage1_scores(in_dict, height, width, config.alpha, source=source), stage1_labels(in_dict)
+
+
+def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map=None,
+               source: str = "score dict") -> tuple[np.ndarray, list[int]]:
+    """(walked scores float32 (21, H, W), output keys) of one PIL image and its input dict.
+
+    target_map: HxW boundary target map (0 = boundary), required by the RETAB modes.
+    """
+    height, width = img.height, img.width
+    scores, keys = input_scores(in_dict, config, height, width, source)
+    nonboundary = None
+    if config.needs_boundary:
+        if target_map is None:
+            raise RetabError(f"random walk {config.mode} needs the boundary target map of {source}")
+        nonboundary = boundary_grid(target_map, *grid_size(height, width))
+    features = affinity_features(model, img, device)
+    walked = random_walk(features, scores, keys, config.mode, nonboundary_grid=nonboundary,
+                         beta=config.beta, logt=config.logt)
+    return walked, keys
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class WalkInputs(Dataset):
+    """name -> (name, PIL image, input score dict, boundary target map or None): read in loader workers."""
+
+    def __init__(self, names, voc_root, score_dir, targetpixel_dir=None):
+        self.names = list(names)
+        self.voc_root = Path(voc_root)
+        self.score_dir = Path(score_dir)
+        self.targetpixel_dir = None if targetpixel_dir is None else Path(targetpixel_dir)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int):
+        name = self.names[index]
+        img = load_voc_image(self.voc_root, name)
+        in_dict = load_score_dict(self.score_dir / f"{name}.npy")
+        target = None
+        if self.targetpixel_dir is not None:
+            target = load_target_for(self.targetpixel_dir, name, image_size_hw(img))
+        return name, img, in_dict, target
+
+
+def output_paths(name: str, out_rw, out_rw_cam=None) -> list[Path]:
+    paths = [Path(out_rw) / f"{name}.png"]
+    if out_rw_cam:
+        paths.append(Path(out_rw_cam) / f"{name}.npy")
+    return paths
+
+
+def pending_names(names, out_rw, out_rw_cam=None, overwrite: bool = False) -> list[str]:
+    """The names still to do: all with `overwrite`, else those missing an output."""
+    return [n for n in names if overwrite or not all(p.is_file() for p in output_paths(n, out_rw, out_rw_cam))]
+
+
+def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
+    """Fail before any work (and outside loader workers) when an input file is missing."""
+    for name in names:
+        path = score_dir / f"{name}.npy"
+        if not path.is_file():
+            raise RetabError(f"{path}: input score dict not found")
+        if targetpixel_dir is not None and not (targetpixel_dir / f"{name}.png").is_file():
+            raise RetabError(f"{targetpixel_dir / (name + '.png')}: boundary target map not found")
+
+
+def _as_is(sample):
+    return sample
+
+
+def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
+             targetpixel_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
+             overwrite: bool = False) -> list[str]:
+    """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
+    names processed. weights: the trained affinity net `.pth` (strict)."""
+    voc_root = check_dir(voc_root, "VOC2012")
+    score_dir = check_dir(score_dir, "input score dict")
+    if config.needs_boundary:
+        if targetpixel_dir is None:
+            raise RetabError(f"random walk {config.mode} needs --targetpixel_dir (boundary target maps)")
+        targetpixel_dir = check_dir(targetpixel_dir, "boundary target map")
+    else:
+        targetpixel_dir = None
+    names = list(names)
+    todo = pending_names(names, out_rw, out_rw_cam, overwrite)
+    log.info("random walk (%s): %d images, %d to do", config.mode, len(names), len(todo))
+    if not todo:
+        return []
+    check_inputs(todo, score_dir, targetpixel_dir)
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = build_model("aff", width)
+    load_trained_weights(model, weights)
+    model.to(device).eval()
+    loader = DataLoader(WalkInputs(todo, voc_root, score_dir, targetpixel_dir), batch_size=None,
+                        shuffle=False, num_workers=num_workers, collate_fn=_as_is)
+    for name, img, in_dict, target in tqdm(loader, total=len(todo), desc=f"random walk {config.mode}"):
+        walked, keys = walk_image(model, device, img, in_dict, config, target,
+                                  source=str(score_dir / f"{name}.npy"))
+        save_label_png(Path(out_rw) / f"{name}.png", labels_from_scores(walked))
+        if out_rw_cam:
+            save_score_dict(Path(out_rw_cam) / f"{name}.npy", score_dict(walked, keys))
+    return todo
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser(mode: str, prog: str, description: str = "",
+                 infer_list_default: str = "voc12/train_aug.txt") -> argparse.ArgumentParser:
+    """The published flags of infer_aff (mode 'psa') and of the two RETAB stages."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--weights", required=True, help="trained affinity net .pth")
+    p.add_argument("--network", default="network.resnet38_aff", help="accepted for compatibility, ignored")
+    p.add_argument("--infer_list", default=infer_list_default)
+    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
+    p.add_argument("--cam_dir", required=True,
+                   help="input score dicts {name}.npy: CAM dicts (stage 1, psa) or stage 1's dicts (stage 2)")
+    p.add_argument("--voc12_root", default="VOC2012")
+    if mode == "stage2":
+        p.add_argument("--alpha", type=float, default=None,
+                       help="accepted for compatibility and ignored: stage 2 reads stage 1's background")
+    else:
+        p.add_argument("--alpha", type=float, default=16, help="background = (1 - max CAM) ** alpha (16)")
+    p.add_argument("--beta", type=float, default=8)
+    p.add_argument("--logt", type=int, default=8)
+    if mode in BOUNDARY_MODES:
+        p.add_argument("--targetpixel_dir", required=True,
+                       help="boundary target maps {name}.png (255 non-boundary, 0 boundary)")
+    p.add_argument("--out_rw", required=True, help="label PNGs {name}.png")
+    p.add_argument("--out_rw_cam", default=None, help="walked score dicts {name}.npy (optional)")
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    add_runtime_args(p)
+    return p
+
+
+def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", description: str = "",
+         infer_list_default: str = "voc12/train_aug.txt") -> int:
+    args = build_parser(mode, prog, description, infer_list_default).parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    if mode == "stage2":
+        if args.alpha is not None:
+            log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
+        config = WalkConfig(mode, beta=args.beta, logt=args.logt)
+    else:
+        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt)
+    names = voc.read_name_list(args.infer_list)
+    run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
+             out_rw_cam=args.out_rw_cam, targetpixel_dir=getattr(args, "targetpixel_dir", None),
+             width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite)
+    return 0
