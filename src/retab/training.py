@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +88,16 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
     """Train for cfg.max_epoches; returns the path of the final state dict."""
     final_path, last_path = checkpoint_paths(cfg)
     start_epoch = 0
+    # On the device first: the optimizer's loaded state (momentum) follows its parameters' device.
+    model.to(device)
     if cfg.resume and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
+        if "rng" in state:
+            set_rng_state(state["rng"])
         log.info("resumed %s at epoch %d (step %d)", last_path, start_epoch, getattr(optimizer, "global_step", -1))
-    model.to(device)
     writer = _summary_writer(cfg.tblog_dir)
     loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, cfg.seed)
     for epoch in range(start_epoch, cfg.max_epoches):
@@ -105,19 +109,20 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
         seen, t0, running = 0, time.perf_counter(), 0.0
         for i, batch in enumerate(bar):
             loss, logs = step_fn(model, batch, device)
-            if not math.isfinite(float(loss)):
-                raise FloatingPointError(f"{cfg.session_name}: loss became {float(loss)} at epoch {epoch + 1}")
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"{cfg.session_name}: loss became {loss_value} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             n = _batch_size(batch)
             seen += n
-            running = 0.9 * running + 0.1 * float(loss) if i else float(loss)
+            running = 0.9 * running + 0.1 * loss_value if i else loss_value
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{running:.4f}", img_s=f"{rate:.1f}", lr=f"{_lr(optimizer):.2e}")
             if writer is not None:
                 step = getattr(optimizer, "global_step", epoch * len(loader) + i)
-                writer.add_scalar("train/loss", float(loss), step)
+                writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/lr", _lr(optimizer), step)
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", float(v), step)
@@ -129,12 +134,29 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
                 writer.add_scalar("val/loss", val_loss, epoch + 1)
         log.info(msg)
         save_torch(last_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch + 1})
+                               "epoch": epoch + 1, "rng": get_rng_state()})
     if writer is not None:
         writer.close()
     save_torch(final_path, model.state_dict())
     log.info("wrote %s", final_path)
     return final_path
+
+
+def get_rng_state() -> dict:
+    """The global generators that training draws from (dropout uses torch's), for a checkpoint:
+    a resumed run then continues exactly as an uninterrupted one would."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _batch_size(batch) -> int:

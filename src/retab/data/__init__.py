@@ -5,6 +5,7 @@ from retab.data.datasets import (
     ClsTrainDataset,
     ImageDataset,
     SeededTrainDataset,
+    SegTrainDataset,
     base_label_grid,
     novel_label_grid,
 )
@@ -21,7 +22,8 @@ from retab.data.transforms import (
 
 __all__ = [
     "AffinityTrainDataset", "BoundaryTrainDataset", "ClsTrainDataset", "ImageDataset",
-    "SeededTrainDataset", "base_label_grid", "novel_label_grid", "IMAGENET_MEAN", "IMAGENET_STD",
+    "SeededTrainDataset", "SegTrainDataset", "base_label_grid", "novel_label_grid",
+    "IMAGENET_MEAN", "IMAGENET_STD",
     "ColorJitter", "augment_for_classification", "augment_with_labels", "image_to_tensor",
     "normalize_image", "sample_rng",
 ]

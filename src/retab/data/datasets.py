@@ -25,6 +25,7 @@ from retab.data.transforms import (
     augment_for_classification,
     augment_with_labels,
     nearest_resize,
+    random_resize_long,
     sample_rng,
 )
 from retab.misc.errors import RetabError
@@ -305,3 +306,79 @@ class AffinityTrainDataset(SeededTrainDataset):
         image, grid = self.sample_with_grid(index)
         pairs = affinity_labels(grid, radius=self.radius)
         return torch.from_numpy(image), tuple(torch.from_numpy(np.asarray(p, np.float32)) for p in pairs)
+
+
+# ----------------------------------------------------------------------------- segmentation (SPEC 7)
+
+SEG_PAD_LABEL = voc.IGNORE  # the crop's canvas carries no label: ignored by the loss
+
+
+def check_label_values(labels: np.ndarray, path) -> np.ndarray:
+    """Label maps may hold 0..20 and 255 only (cross-entropy would fail far from the cause)."""
+    bad = np.setdiff1d(np.unique(labels), np.r_[0:voc.NUM_LABELS, voc.IGNORE])
+    if bad.size:
+        raise RetabError(f"{path}: unknown label values {bad.tolist()} (expected 0..20 and 255)")
+    return labels
+
+
+class SegTrainDataset(SeededTrainDataset):
+    """train_seg (SPEC 7) -> (image float32 [3, crop, crop], labels int64 [crop, crop]).
+
+    Two label sources: a name in `gt_names` uses its SegmentationClassAug mask, any other name its
+    pseudo label PNG `{pseudo_dir}/{name}.png` (0..20, 255 ignore). Every label file is checked
+    at construction, so a missing one stops the run before training, named.
+
+    Augmentation: random scale (long side uniform in `resize_long`, image bicubic, labels nearest
+    with PyTorch's rule; None: no rescaling), then `augment_with_labels`: jitter, joint crop (image
+    canvas black, label canvas 255), normalise, joint flip.
+    """
+
+    def __init__(self, names, voc_root, gt_names=frozenset(), pseudo_dir=None, crop_size: int = 321,
+                 resize_long: tuple[int, int] | None = (250, 750), seed: int = 0,
+                 jitter: ColorJitter = DEFAULT_JITTER):
+        super().__init__(names, voc_root, seed)
+        self.gt_names = frozenset(gt_names)
+        self.pseudo_dir = None if pseudo_dir is None else Path(pseudo_dir)
+        self.crop_size = _check_crop_size(crop_size)
+        if resize_long is not None and not 0 < resize_long[0] <= resize_long[1]:
+            raise RetabError(f"resize-long range must satisfy 0 < lo <= hi, got {resize_long}")
+        self.resize_long = None if resize_long is None else (int(resize_long[0]), int(resize_long[1]))
+        self.jitter = jitter
+        self.check_label_files()
+
+    def uses_gt(self, name: str) -> bool:
+        return name in self.gt_names
+
+    def label_path(self, name: str) -> Path:
+        if self.uses_gt(name):
+            return voc.mask_path(self.voc_root, name)
+        if self.pseudo_dir is None:
+            raise RetabError(f"{name} needs a pseudo label but no pseudo label folder was given")
+        return self.pseudo_dir / f"{name}.png"
+
+    def check_label_files(self) -> None:
+        for name in self.names:
+            path = self.label_path(name)
+            if not path.is_file():
+                what = "GT mask" if self.uses_gt(name) else "pseudo label"
+                raise RetabError(f"{path}: {what} of {name} not found")
+
+    def load_labels(self, name: str, size_hw: tuple[int, int]) -> np.ndarray:
+        path = self.label_path(name)
+        labels = voc.load_label_png(path)
+        if labels.shape != size_hw:
+            raise RetabError(f"{path}: label map is {labels.shape[1]}x{labels.shape[0]} but the image "
+                             f"is {size_hw[1]}x{size_hw[0]}")
+        return check_label_values(labels, path)
+
+    def __getitem__(self, index: int):
+        name = self.names[index]
+        img = load_voc_image(self.voc_root, name)
+        labels = self.load_labels(name, image_size_hw(img))
+        rng = self.rng(index)
+        if self.resize_long is not None:
+            img = random_resize_long(img, rng, *self.resize_long)
+            labels = nearest_resize(labels, img.height, img.width)
+        image, (label_crop,) = augment_with_labels(img, rng, self.crop_size, [(labels, SEG_PAD_LABEL)],
+                                                   self.jitter)
+        return torch.from_numpy(image), torch.from_numpy(label_crop.astype(np.int64))

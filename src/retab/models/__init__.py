@@ -1,6 +1,6 @@
-"""Networks of the pipeline, built by kind: `build_model('cls' | 'aff' | 'boundary', width)`.
+"""Networks of the pipeline, built by kind: `build_model('cls' | 'aff' | 'boundary' | 'seg', width)`.
 
-Other model kinds (the segmentation network) join with `register_model(kind, factory)`.
+Other model kinds join with `register_model(kind, factory)`.
 """
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from torch import nn
 
 from retab.misc.errors import RetabError
 from retab.models.resnet38 import AffinityNet, BoundaryNet, ClassificationNet, ResNet38
+from retab.models.segmentation import SegmentationNet
 
 # kind -> factory(width=...) returning an nn.Module
 MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "cls": ClassificationNet,
     "aff": AffinityNet,
     "boundary": BoundaryNet,
+    "seg": SegmentationNet,
 }
 
 
@@ -34,4 +36,4 @@ def build_model(kind: str, width: float = 1.0) -> nn.Module:
 
 
 __all__ = ["ResNet38", "ClassificationNet", "AffinityNet",
-           "BoundaryNet", "MODEL_FACTORIES", "register_model", "build_model"]
+           "BoundaryNet", "SegmentationNet", "MODEL_FACTORIES", "register_model", "build_model"]

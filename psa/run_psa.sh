@@ -1,0 +1,172 @@
+#!/bin/sh
+# The PSA stage end to end (SPEC 3): classifier, CAMs and CRF labels on train_aug, CAM evaluation,
+# the PSA AffinityNet baseline and its random walk on train, evaluation.
+#
+#   cd psa && sh run_psa.sh
+#
+# Environment (defaults in brackets):
+#   VOC12HOME    dataset root [./VOC2012 if it exists, else the mini-VOC generated into
+#                ../data/mini_voc/VOC2012 by `retab synth_voc` (SYNTH_SCALE picks its --scale)]
+#   PYTHON       interpreter for the stage scripts [python3]; e.g. PYTHON=../.venv/bin/python
+#   DEVICE [auto]  WIDTH [1.0]  SEED [0]  FOLD [0] (base/novel columns of the evaluation)
+#   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+#                when present and WIDTH is 1.0, else none: trained from scratch, with a warning]
+#   CLS_CKPT     trained classifier [best/res38_cls.pth]; trained first when absent
+#   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
+#   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
+#   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
+#   OUT          output root [./out]
+#
+# Outputs under $OUT: psa_trainaug_cam/, psa_trainaug_crf_4.0/, psa_trainaug_crf_32.0/ (what RETAB
+# links as psa_initcam / psa_afflabel), resnet38_aff.pth, psa_rw/, evallog.txt, and timings.tsv
+# (one `step<TAB>seconds` line per step run, rewritten by every run).
+# A rerun skips what is done: the classifier and the affinity net when their checkpoints exist
+# (delete them to retrain), and every image whose inference outputs exist.
+set -e
+
+# Relative paths given in the environment are relative to where the command was run from
+# (the same as psa/ with the documented `cd psa && sh run_psa.sh`); defaults are relative to psa/.
+CALLER_DIR=$(pwd)
+from_caller() { case $1 in /*) echo "$1" ;; *) echo "$CALLER_DIR/$1" ;; esac; }
+case ${PYTHON:-} in */*) PYTHON=$(from_caller "$PYTHON") ;; esac
+for var in VOC12HOME WEIGHTS CLS_CKPT OUT; do
+    eval "value=\${$var:-}"
+    [ -z "$value" ] || eval "$var=\$(from_caller \"\$value\")"
+done
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-auto}
+WIDTH=${WIDTH:-1.0}
+SEED=${SEED:-0}
+FOLD=${FOLD:-0}
+CROP_SIZE=${CROP_SIZE:-448}
+RESIZE_LONG=${RESIZE_LONG:-256 512}
+BATCH_SIZE=${BATCH_SIZE:-8}
+CLS_EPOCHS=${CLS_EPOCHS:-15}
+AFF_EPOCHS=${AFF_EPOCHS:-8}
+CLS_LR=${CLS_LR:-0.1}
+AFF_LR=${AFF_LR:-0.1}
+CAM_SCALES=${CAM_SCALES:-1.0 0.5 1.5 2.0}
+CLS_CKPT=${CLS_CKPT:-best/res38_cls.pth}
+VAL_LIST=${VAL_LIST-voc12/val.txt}
+OUT=${OUT:-./out}
+IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+
+# The package: installed in $PYTHON's environment, or else the source tree beside psa/.
+PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+
+CAM_DIR=$OUT/psa_trainaug_cam
+LA_DIR=$OUT/psa_trainaug_crf_4.0
+HA_DIR=$OUT/psa_trainaug_crf_32.0
+RW_DIR=$OUT/psa_rw
+AFF_CKPT=$OUT/resnet38_aff.pth
+EVALLOG=$OUT/evallog.txt
+TIMINGS=$OUT/timings.tsv
+
+say() { echo "run_psa: $*"; }
+
+now() {
+    t=$(date +%s.%N 2>/dev/null || true)
+    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
+}
+
+# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
+step() {
+    name=$1
+    shift
+    say "[$name] $*"
+    start=$(now)
+    "$@"
+    end=$(now)
+    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
+    say "[$name] done in ${seconds}s"
+}
+
+mkdir -p "$OUT"
+: >"$TIMINGS"
+
+# ---------------------------------------------------------------- dataset and lists
+if [ -z "${VOC12HOME:-}" ]; then
+    if [ -e VOC2012 ]; then
+        VOC12HOME=VOC2012
+    else
+        VOC12HOME=../data/mini_voc/VOC2012
+        if [ ! -d "$VOC12HOME" ]; then
+            step synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
+        fi
+    fi
+fi
+[ -d "$VOC12HOME" ] || { say "error: VOC12HOME=$VOC12HOME is not a folder" >&2; exit 2; }
+VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
+if [ "$(cd VOC2012 2>/dev/null && pwd -P)" != "$VOC12HOME" ]; then
+    if [ -e VOC2012 ] && [ ! -L VOC2012 ]; then
+        say "error: ./VOC2012 exists and is not a link to VOC12HOME=$VOC12HOME" >&2
+        exit 2
+    fi
+    rm -f VOC2012
+    ln -s "$VOC12HOME" VOC2012
+    say "linked ./VOC2012 -> $VOC12HOME"
+fi
+
+# The lists are derived from the dataset they were made from; a new dataset gets new lists.
+if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
+    || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
+    step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
+    printf '%s\n' "$VOC12HOME" >voc12/.voc12home
+fi
+
+# ---------------------------------------------------------------- classifier
+if [ -z "${WEIGHTS+set}" ]; then
+    case $WIDTH in
+    1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
+    esac
+fi
+if [ -f "$CLS_CKPT" ]; then
+    say "using the trained classifier $CLS_CKPT (delete it to retrain)"
+else
+    [ -n "${WEIGHTS:-}" ] || say "warning: no ImageNet weights ($IMAGENET_PARAMS): the classifier is trained from scratch"
+    # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
+    step train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
+        --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
+        --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
+        --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
+        --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
+        ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+fi
+
+# ---------------------------------------------------------------- CAMs and CRF labels on train_aug
+# shellcheck disable=SC2086  # CAM_SCALES holds several numbers
+step infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/train_aug.txt \
+    --cls_labels voc12/cls_labels.npy --weights "$CLS_CKPT" --scales $CAM_SCALES \
+    --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha 4 --high_alpha 32 \
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} ${CRF_WORKERS:+--crf_workers "$CRF_WORKERS"} \
+    --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+
+step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
+    --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa cam (train)" \
+    --type npy --curve True --fold "$FOLD"
+
+# ---------------------------------------------------------------- PSA affinity baseline and random walk
+if [ -f "$AFF_CKPT" ]; then
+    say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
+else
+    step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
+        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$CLS_CKPT" \
+        --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
+        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --crop_size "$CROP_SIZE" \
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+fi
+
+step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha 16 --beta 8 --logt 8 \
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+
+step eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
+    --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa rw (train)" \
+    --type png --fold "$FOLD"
+
+say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $TIMINGS"

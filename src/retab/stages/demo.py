@@ -1,0 +1,215 @@
+"""`retab demo`: the whole pipeline on the synthetic mini-VOC, on CPU, with the reduced width.
+
+It generates the mini-VOC, copies the published drivers (psa/, RETAB/, seg/) into the output
+folder and runs them there exactly as a user would (`sh run_psa.sh`, `FOLD=0 sh run_retab.sh`,
+`sh run_seg.sh`), with small-run settings passed through their environment overrides. Then it
+prints one table: CAM, PSA random walk, CAM + RETAB (train) and the segmentation network (val),
+each with all/base/novel mIoU, plus the wall time of every stage; and it writes a picture of a
+few novel samples (image, GT, CAM, RETAB labels).
+
+A rerun reuses what is finished (the drivers skip trained nets and written outputs).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retab import voc
+from retab.misc.args import setup_logging
+from retab.misc.errors import RetabError
+from retab.misc.fileio import load_score_dict, save_image, write_text
+
+log = logging.getLogger("retab")
+
+DRIVER_FOLDERS = ("psa", "RETAB", "seg")
+
+# Settings of the CPU demo: everything the drivers run at published scale, made small enough to
+# finish in minutes on 2 cores (the published defaults stay the drivers' defaults).
+DEMO_ENV = {
+    "DEVICE": "cpu",
+    "WIDTH": "0.125",
+    "SEED": "0",
+    "CROP_SIZE": "160",
+    "RESIZE_LONG": "144 224",
+    "BATCH_SIZE": "8",
+    "CLS_EPOCHS": "12",
+    "CLS_LR": "0.1",
+    "AFF_EPOCHS_PSA": "4",
+    "CAM_SCALES": "1.0 0.5 1.5",
+    "BOUNDARY_EPOCHS": "6",
+    "BOUNDARY_LR": "0.01",
+    "AFF_EPOCHS_RETAB": "4",
+    "SEG_EPOCHS": "8",
+    "SEG_LR": "0.01",
+    "SCALES": "1.0",
+    "NUM_WORKERS": "0",
+}
+
+
+def repo_root() -> Path:
+    """The source checkout holding the drivers (the package is installed editable from it)."""
+    root = Path(__file__).resolve().parents[3]
+    if not all((root / d).is_dir() for d in DRIVER_FOLDERS):
+        raise RetabError(f"{root}: the demo needs the source checkout with {', '.join(DRIVER_FOLDERS)}/ "
+                         "(install with `pip install -e .` from the repository)")
+    return root
+
+
+def copy_drivers(root: Path, out: Path) -> None:
+    """Copy the driver scripts (not their outputs) so the demo never writes into the checkout."""
+    for folder in DRIVER_FOLDERS:
+        dst = out / folder
+        dst.mkdir(parents=True, exist_ok=True)
+        for src in (root / folder).iterdir():
+            if src.is_file() and src.suffix in (".sh", ".py"):
+                shutil.copy2(src, dst / src.name)
+
+
+def run_driver(out: Path, folder: str, env: dict, log_path: Path) -> float:
+    """Run `sh run_X.sh` inside out/folder; its output goes to the terminal and a log file."""
+    script = {"psa": "run_psa.sh", "RETAB": "run_retab.sh", "seg": "run_seg.sh"}[folder]
+    start = time.perf_counter()
+    log.info("running %s/%s (log: %s)", folder, script, log_path)
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(["sh", script], cwd=out / folder, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            logf.write(line)
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        rc = proc.wait()
+    if rc != 0:
+        raise RetabError(f"{out / folder / script} failed (exit {rc}); see {log_path}")
+    return time.perf_counter() - start
+
+
+def read_timings(path: Path) -> list[tuple[str, float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        name, _, seconds = line.partition("\t")
+        if seconds:
+            rows.append((name, float(seconds)))
+    return rows
+
+
+def evaluate_rows(out: Path, fold: int) -> list[tuple[str, object]]:
+    """(row name, Scores) for the table, computed from the files the drivers wrote."""
+    from retab.stages.evaluation import scan_thresholds
+    from retab.stages.evaluation_boundary import RETAB_SCAN_LAST, evaluate
+
+    voc_root = out / "data" / "VOC2012"
+    train = voc.read_name_list(out / "psa" / "voc12" / "train.txt")
+    val = voc.read_name_list(out / "psa" / "voc12" / "val.txt")
+    gt = voc_root / "SegmentationClass"
+    psa_out = out / "psa" / "out"
+    retab_out = out / "RETAB" / "out" / f"fold{fold}"
+    rows = []
+    cam = evaluate(train, psa_out / "psa_trainaug_cam", gt, fold, "npy",
+                   thresholds=scan_thresholds(RETAB_SCAN_LAST), progress=False)
+    rows.append(("CAM (train)", cam.best))
+    rows.append(("PSA random walk (train)", evaluate(train, psa_out / "psa_rw", gt, fold, progress=False).best))
+    rows.append(("CAM + RETAB (train)", evaluate(train, retab_out / "rw_stage2", gt, fold, progress=False).best))
+    seg_pred = out / "seg" / "out" / f"fold{fold}_mixed" / "pred_val"
+    if seg_pred.is_dir():
+        rows.append(("segmentation, mixed (val)", evaluate(val, seg_pred, gt, fold, progress=False).best))
+    return rows
+
+
+def table_text(rows, timings: list[tuple[str, str, float]], fold: int) -> str:
+    lines = [f"| result (fold {fold}) | mIoU all | base | novel |", "|---|---|---|---|"]
+    for name, s in rows:
+        t = f" (bg t={s.threshold:.2f})" if s.threshold is not None else ""
+        lines.append(f"| {name}{t} | {s.miou:.2f} | {s.base_miou:.2f} | {s.novel_miou:.2f} |")
+    lines += ["", "| stage | step | seconds |", "|---|---|---|"]
+    lines += [f"| {folder} | {step} | {sec:.1f} |" for folder, step, sec in timings]
+    return "\n".join(lines) + "\n"
+
+
+def novel_picture(out: Path, fold: int, cam_threshold: float, count: int = 4) -> Path | None:
+    """Rows of image | GT | CAM | RETAB labels for a few novel train samples."""
+    voc_root = out / "data" / "VOC2012"
+    novel = set(voc.read_name_list(out / "psa" / "voc12" / f"trainaug_fold{fold}_novel.txt"))
+    names = [n for n in voc.read_name_list(out / "psa" / "voc12" / "train.txt") if n in novel][:count]
+    if not names:
+        return None
+    palette = np.array(voc.voc_palette(), np.uint8).reshape(256, 3)
+    rows = []
+    for name in names:
+        img = np.asarray(voc.load_image(voc.image_path(voc_root, name)))
+        gt = voc.load_label_png(voc_root / "SegmentationClass" / f"{name}.png")
+        cams = load_score_dict(out / "psa" / "out" / "psa_trainaug_cam" / f"{name}.npy")
+        keys = sorted(cams)
+        stack = np.stack([np.full(gt.shape, cam_threshold, np.float32)] + [cams[k] for k in keys])
+        cam_labels = np.array([0] + [k + 1 for k in keys], np.uint8)[stack.argmax(0)]
+        retab = voc.load_label_png(out / "RETAB" / "out" / f"fold{fold}" / "rw_stage2" / f"{name}.png")
+        tiles = [img] + [palette[x] for x in (gt, cam_labels, retab)]
+        rows.append(np.concatenate([t for tile in tiles for t in (tile, np.full((tile.shape[0], 4, 3), 255, np.uint8))],
+                                   axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    path = out / f"novel_samples_fold{fold}.png"
+    save_image(path, Image.fromarray(np.concatenate(rows, axis=0)))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="retab demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    parser.add_argument("--scale", default="small", help="mini-VOC size: tiny | small | medium")
+    parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
+    parser.add_argument("--fold", type=int, default=0, help="fold of the RETAB and segmentation steps")
+    parser.add_argument("--no_seg", action="store_true", help="stop after the RETAB step")
+    args = parser.parse_args(argv)
+    setup_logging()
+    voc.check_fold(args.fold)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = repo_root()
+    t0 = time.perf_counter()
+
+    voc_root = out / "data" / "VOC2012"
+    from retab.stages import synth_voc
+    start = time.perf_counter()
+    if synth_voc.main(["--out", str(voc_root), "--scale", args.scale, "--seed", str(args.seed)]):
+        raise RetabError(f"{voc_root}: generating the mini-VOC failed")
+    timings = [("data", "synth_voc", time.perf_counter() - start)]
+    copy_drivers(root, out)
+
+    env = dict(os.environ)
+    env.update(DEMO_ENV)
+    env.update({"PYTHON": sys.executable, "VOC12HOME": str(voc_root), "FOLD": str(args.fold),
+                "SEED": str(args.seed), "PYTHONUNBUFFERED": "1"})
+    steps = [("psa", {"AFF_EPOCHS": DEMO_ENV["AFF_EPOCHS_PSA"]}),
+             ("RETAB", {"AFF_EPOCHS": DEMO_ENV["AFF_EPOCHS_RETAB"]})]
+    if not args.no_seg:
+        steps.append(("seg", {}))
+    log_path = out / "demo.log"
+    for folder, extra in steps:
+        run_driver(out, folder, {**env, **extra}, log_path)
+        timing_file = {"psa": out / "psa" / "out", "RETAB": out / "RETAB" / "out" / f"fold{args.fold}",
+                       "seg": out / "seg" / "out" / f"fold{args.fold}_mixed"}[folder] / "timings.tsv"
+        timings += [(folder, step, sec) for step, sec in read_timings(timing_file)]
+    timings.append(("all", "total (this run)", time.perf_counter() - t0))
+
+    rows = evaluate_rows(out, args.fold)
+    table = table_text(rows, timings, args.fold)
+    write_text(out / "results.md", table)
+    picture = novel_picture(out, args.fold, rows[0][1].threshold or 0.2)
+    print()
+    print(table)
+    if picture is not None:
+        print(f"picture of novel samples (image | GT | CAM | RETAB): {picture}")
+    print(f"table written to {out / 'results.md'}")
+    return 0

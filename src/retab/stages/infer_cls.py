@@ -1,0 +1,192 @@
+"""`retab infer_cls` (psa/infer_cls.py): multi-scale CAMs and the la / ha CRF label dicts (SPEC 3).
+
+Per image of --infer_list, for the outputs asked for:
+  --out_cam      {name}.npy  CAM dict {class 0..19: float32 HxW} of the image's classes (SPEC 5)
+  --out_la_crf   {name}.npy  CRF label dict {0: background, k+1: map} with alpha --low_alpha (4)
+  --out_ha_crf   {name}.npy  the same with --high_alpha (32)
+  --out_cam_pred {name}.png  label PNG: argmax of [background score --cam_pred_bg, the 20 CAMs]
+                             (the published script used the fixed background score 0.2)
+
+The network runs in this process (on --device; the image and its mirror of one scale form one
+batch); the dense CRFs run in --crf_workers processes on the CPU at the same time. An image whose
+requested outputs all exist is skipped unless --overwrite; when only its CRF dicts are missing,
+its CAM dict is read back instead of recomputed.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retab import voc
+from retab.cam import CAM_SCALES, multiscale_cam
+from retab.crf import crf_label_dicts
+from retab.data import ImageDataset
+from retab.misc.args import add_runtime_args, setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.models import build_model
+from retab.random_walk import labels_from_scores
+from retab.stages.train_cls import (check_dir, default_num_workers, labels_table, load_trained_weights,
+                                    resolve_image_labels)
+
+log = logging.getLogger("retab")
+
+CAM_PRED_BG = 0.2  # published background score of the CAM label PNGs
+
+
+# ----------------------------------------------------------------------------- outputs of one image
+
+def output_paths(name: str, args) -> dict[str, Path]:
+    """kind -> path of every output asked for ('cam', 'la', 'ha', 'pred')."""
+    folders = {"cam": args.out_cam, "la": args.out_la_crf, "ha": args.out_ha_crf, "pred": args.out_cam_pred}
+    suffix = {"cam": ".npy", "la": ".npy", "ha": ".npy", "pred": ".png"}
+    return {kind: Path(folder) / f"{name}{suffix[kind]}" for kind, folder in folders.items() if folder}
+
+
+def missing_outputs(paths: dict[str, Path], overwrite: bool) -> dict[str, Path]:
+    return dict(paths) if overwrite else {k: p for k, p in paths.items() if not p.is_file()}
+
+
+def cam_prediction(cam_dict: dict, height: int, width: int, bg_score: float) -> np.ndarray:
+    """uint8 labels: argmax over [constant background, CAM of class k at channel k+1]; absent
+    classes score 0, ties go to the lower label."""
+    scores = np.zeros((voc.NUM_LABELS, height, width), np.float32)
+    scores[0] = bg_score
+    for k, cam in cam_dict.items():
+        scores[int(k) + 1] = cam
+    return labels_from_scores(scores)
+
+
+def crf_job(image: np.ndarray, cam_dict: dict, targets: list[tuple[float, str]]) -> None:
+    """Dense CRF label dicts of one image for each (alpha, output path); runs in a worker process."""
+    dicts = crf_label_dicts(image, cam_dict, alphas=[alpha for alpha, _ in targets])
+    for alpha, path in targets:
+        save_score_dict(path, dicts[alpha])
+
+
+class CrfWorkers:
+    """Runs crf_job in `workers` processes (0: in this process), with at most 2 jobs per worker
+    waiting, so the network never runs far ahead of the CRFs (memory stays bounded)."""
+
+    def __init__(self, workers: int):
+        self.pool = None
+        if workers > 0:
+            # fork: the stage scripts are run as `python infer_cls.py`, which a spawned child would
+            # re-run from the top; the workers use numpy and pydensecrf only, never torch.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self.pool = ctx.Pool(workers)
+        self.pending = collections.deque()
+        self.limit = 2 * max(workers, 1)
+
+    def submit(self, *task) -> None:
+        if self.pool is None:
+            crf_job(*task)
+            return
+        self.pending.append(self.pool.apply_async(crf_job, task))
+        while len(self.pending) > self.limit:
+            self.pending.popleft().get()  # re-raises a worker's exception here
+
+    def finish(self) -> None:
+        while self.pending:
+            self.pending.popleft().get()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+        return False
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def _as_is(sample):
+    return sample
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retab infer_cls", description=__doc__.splitlines()[0])
+    p.add_argument("--weights", required=True, help="trained classifier .pth")
+    p.add_argument("--network", default="network.resnet38_cls", help="accepted for compatibility, ignored")
+    p.add_argument("--infer_list", default="voc12/train_aug.txt")
+    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
+    p.add_argument("--voc12_root", default="VOC2012")
+    p.add_argument("--low_alpha", type=float, default=4)
+    p.add_argument("--high_alpha", type=float, default=32)
+    p.add_argument("--out_cam", default=None)
+    p.add_argument("--out_la_crf", default=None)
+    p.add_argument("--out_ha_crf", default=None)
+    p.add_argument("--out_cam_pred", default=None)
+    p.add_argument("--cam_pred_bg", type=float, default=CAM_PRED_BG,
+                   help=f"background score of the --out_cam_pred PNGs (published: {CAM_PRED_BG})")
+    p.add_argument("--scales", type=float, nargs="+", default=list(CAM_SCALES))
+    p.add_argument("--crf_workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for the dense CRFs (0: in the main process)")
+    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    p.add_argument("--cls_labels", default=None,
+                   help="cls_labels.npy (default: voc12/cls_labels.npy if present, else the XML annotations)")
+    add_runtime_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    if not any((args.out_cam, args.out_la_crf, args.out_ha_crf, args.out_cam_pred)):
+        raise RetabError("nothing to do: give at least one of --out_cam, --out_la_crf, --out_ha_crf, --out_cam_pred")
+    if args.low_alpha == args.high_alpha and args.out_la_crf and args.out_ha_crf:
+        raise RetabError("--low_alpha and --high_alpha must differ")
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    names = voc.read_name_list(args.infer_list)
+    todo = {n: m for n in names if (m := missing_outputs(output_paths(n, args), args.overwrite))}
+    log.info("infer_cls: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
+    if not todo:
+        return 0
+    labels = labels_table(list(todo), resolve_image_labels(args.cls_labels, voc_root))
+
+    # The CRF processes are forked before the network exists (and before any CUDA context).
+    with CrfWorkers(args.crf_workers) as crf:
+        device = resolve_device(args.device)
+        model = build_model("cls", args.width)
+        load_trained_weights(model, args.weights)
+        model.to(device).eval()
+        loader = DataLoader(ImageDataset(list(todo), voc_root, labels), batch_size=None, shuffle=False,
+                            num_workers=args.num_workers, collate_fn=_as_is)
+        for name, img, image_labels in tqdm(loader, total=len(todo), desc="CAMs"):
+            infer_one(model, device, name, img, image_labels, todo[name], args, crf)
+        crf.finish()
+    return 0
+
+
+def infer_one(model, device, name: str, img, image_labels, missing: dict[str, Path], args, crf) -> None:
+    """Write the missing outputs of one image; the CRFs are handed to the worker processes."""
+    cam_path = Path(args.out_cam) / f"{name}.npy" if args.out_cam else None
+    if cam_path is not None and "cam" not in missing:
+        cam_dict = load_score_dict(cam_path)  # only CRF dicts or the PNG are missing
+    else:
+        cam_dict = multiscale_cam(model.cam, img, image_labels, args.scales, device)
+        if "cam" in missing:
+            save_score_dict(missing["cam"], cam_dict)
+    if "pred" in missing:
+        save_label_png(missing["pred"], cam_prediction(cam_dict, img.height, img.width, args.cam_pred_bg))
+    targets = [(alpha, str(missing[kind])) for kind, alpha in (("la", args.low_alpha), ("ha", args.high_alpha))
+               if kind in missing]
+    if targets:
+        crf.submit(np.asarray(img, dtype=np.uint8), cam_dict, targets)

@@ -1,0 +1,120 @@
+"""`retab infer_seg` (seg/infer_seg.py): multi-scale segmentation inference to label PNGs (SPEC 7).
+
+Per image of --infer_list (val by default): for each of --scales the image is resized (bicubic,
+sizes rounded as the CAM inference does: retab.cam.scaled_size) and, with --flip True, also seen
+mirrored (one batch of two); each pass's logits are upsampled bilinearly (align_corners=False) to
+the original H x W, turned into probabilities (softmax over the 21 labels), mirrored back, and
+the probabilities of all passes are averaged. With --crf True the average is refined by the dense
+CRF of retab.crf (SPEC 3's kernels, 10 iterations) on the RGB image. The label map (argmax, ties
+to the lower label) goes to `{out_dir}/{name}.png`, an 8-bit VOC palette PNG of exactly the
+image's size. Images whose PNG exists are skipped unless --overwrite.
+
+Then `retab evaluation_boundary --fold F --type png --list voc12/val.txt --predict_dir OUT_DIR
+--gt_dir VOC2012/SegmentationClass ...` gives the all/base/novel mIoU (seg/run_seg.sh does this).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retab import voc
+from retab.cam import multiscale_inputs
+from retab.crf import dense_crf
+from retab.data import ImageDataset
+from retab.misc.args import add_runtime_args, setup_logging, str2bool
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.misc.fileio import save_label_png
+from retab.models import build_model
+from retab.random_walk import labels_from_scores
+from retab.stages.train_cls import check_dir, default_num_workers, load_trained_weights
+
+log = logging.getLogger("retab")
+
+SEG_SCALES = (1.0, 0.5, 1.5)
+
+
+@torch.no_grad()
+def multiscale_probabilities(model, img, scales: Sequence[float] = SEG_SCALES, flip: bool = True,
+                             device: torch.device | str = "cpu") -> np.ndarray:
+    """float32 (21, H, W): label probabilities averaged over every scale (and mirror) of `img`."""
+    if not scales:
+        raise RetabError("at least one inference scale is needed")
+    device = torch.device(device)
+    out_size = (img.height, img.width)
+    total, passes = None, 0
+    for scale in scales:
+        batch = torch.stack(multiscale_inputs(img, (scale,), flip)).to(device)
+        logits = F.interpolate(model(batch), size=out_size, mode="bilinear", align_corners=False)
+        probs = torch.softmax(logits.float(), dim=1)
+        if flip:
+            probs[1] = probs[1].flip(-1)  # the second pass saw the mirrored image
+        summed = probs.sum(dim=0)
+        total = summed if total is None else total + summed
+        passes += probs.shape[0]
+    return (total / passes).cpu().numpy().astype(np.float32)
+
+
+def predict_labels(probs: np.ndarray, img=None, crf: bool = False) -> np.ndarray:
+    """uint8 label map of (21, H, W) probabilities, optionally after the dense CRF on `img`."""
+    if crf:
+        probs = dense_crf(np.asarray(img.convert("RGB"), dtype=np.uint8), probs)
+    return labels_from_scores(probs)
+
+
+def segment_image(model, img, scales: Sequence[float] = SEG_SCALES, flip: bool = True, crf: bool = False,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """The uint8 H x W label map of one PIL image."""
+    return predict_labels(multiscale_probabilities(model, img, scales, flip, device), img, crf)
+
+
+def _as_is(sample):
+    return sample
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retab infer_seg", description=__doc__.splitlines()[0])
+    p.add_argument("--weights", required=True, help="trained segmentation network .pth")
+    p.add_argument("--infer_list", default="voc12/val.txt")
+    p.add_argument("--voc12_root", default="VOC2012")
+    p.add_argument("--scales", type=float, nargs="+", default=list(SEG_SCALES))
+    p.add_argument("--flip", type=str2bool, default=True, help="also infer on the mirrored image (default True)")
+    p.add_argument("--crf", type=str2bool, default=False, help="dense-CRF post-processing (default False)")
+    p.add_argument("--out_dir", default="./seg_pred", help="label PNGs {name}.png")
+    p.add_argument("--overwrite", action="store_true", help="recompute PNGs that already exist")
+    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
+    add_runtime_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    if any(s <= 0 for s in args.scales):
+        raise RetabError(f"--scales must be positive, got {args.scales}")
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    out_dir = Path(args.out_dir)
+    names = voc.read_name_list(args.infer_list)
+    todo = [n for n in names if args.overwrite or not (out_dir / f"{n}.png").is_file()]
+    log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
+    if not todo:
+        return 0
+    device = resolve_device(args.device)
+    model = build_model("seg", args.width)
+    load_trained_weights(model, args.weights)
+    model.to(device).eval()
+    loader = DataLoader(ImageDataset(todo, voc_root), batch_size=None, shuffle=False,
+                        num_workers=args.num_workers, collate_fn=_as_is)
+    for name, img, _ in tqdm(loader, total=len(todo), desc="segmentation"):
+        labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
+        save_label_png(out_dir / f"{name}.png", labels)
+    return 0

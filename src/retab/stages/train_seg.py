@@ -1,0 +1,206 @@
+"""`retab train_seg` (seg/train_seg.py): train the segmentation network of fold F (SPEC 7).
+
+ResNet-38 + DeepLab-v2 ASPP head (retab.models.segmentation), cross-entropy ignoring 255, on
+--train_list (train_aug) with the labels picked by --supervision:
+  mixed  base samples of the fold (--base_list) use their GT masks (SegmentationClassAug), novel
+         samples (--novel_list) the pseudo labels {--pseudo_dir}/{name}.png (what run_retab.sh
+         writes): the weak-shot setting;
+  full   the GT mask of every image: the fully supervised upper bound;
+  weak   the pseudo label of every image: the pure weakly supervised baseline.
+Augmentation: random scale (long side uniform in --resize_long, bicubic / nearest), colour
+jitter, joint random crop (image canvas black, label canvas 255), normalise, flip. Poly learning
+rate over max_step = (len(train) // batch) * epochs with the four parameter groups (the ASPP head
+is the x10 / x20 head). The state dict goes to `{out_dir}/{session_name}.pth`; a resumable
+`{session_name}.last.pt` is written after every epoch and `--resume` continues from it (same
+step, same learning rate, same random streams).
+
+Published defaults: the step is not part of the published code, so these are DeepLab-v2's
+(the usual choice of WSSS papers for this step): batch 10, crop 321, lr 2.5e-4 with real SGD
+momentum 0.9 (not the PSA momentum quirk), weight decay 5e-4, 20 epochs (about DeepLab's 20k
+iterations of batch 10 on train_aug), random scale 0.5..1.5 of VOC's 500 px long side.
+
+`segmentation_experiment(...)` trains, infers on val and evaluates in one call (the demo's row).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from retab import voc
+from retab.data import SegTrainDataset
+from retab.misc.args import add_runtime_args, setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.models import build_model
+from retab.models.segmentation import segmentation_loss
+from retab.optim import PolyOptimizer, param_groups
+from retab.stages.make_splits import fold_list_path
+from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
+from retab.training import TrainConfig, checkpoint_paths, max_steps, train
+
+log = logging.getLogger("retab")
+
+SUPERVISIONS = ("mixed", "full", "weak")
+DEFAULT_LIST_DIR = Path("voc12")  # relative to the working directory, as make_splits writes it
+
+# DeepLab-v2 defaults (see the module docstring)
+SEG_BATCH_SIZE = 10
+SEG_CROP_SIZE = 321
+SEG_LR = 2.5e-4
+SEG_MOMENTUM = 0.9
+SEG_EPOCHS = 20
+SEG_RESIZE_LONG = (250, 750)
+
+
+def gt_names_for(supervision: str, names, base_names=(), novel_names=()) -> frozenset:
+    """The training names that use their GT mask; every other name uses its pseudo label.
+
+    mixed needs every name in exactly one of the fold's base / novel lists."""
+    names = list(names)
+    if supervision == "full":
+        return frozenset(names)
+    if supervision == "weak":
+        return frozenset()
+    if supervision != "mixed":
+        raise RetabError(f"--supervision must be one of {', '.join(SUPERVISIONS)}, got {supervision!r}")
+    base, novel = set(base_names), set(novel_names)
+    for name in names:
+        if (name in base) == (name in novel):
+            where = "both" if name in base else "neither"
+            raise RetabError(f"{name} is in {where} of the fold's base and novel lists")
+    return frozenset(n for n in names if n in base)
+
+
+def seg_step(model, batch, device):
+    images, labels = batch
+    logits = model(images.to(device, non_blocking=True))
+    return segmentation_loss(logits, labels.to(device, non_blocking=True)), {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retab train_seg", description=__doc__.splitlines()[0])
+    p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (base/novel lists)")
+    p.add_argument("--supervision", default="mixed", choices=SUPERVISIONS,
+                   help="mixed: base GT + novel pseudo labels; full: GT everywhere; weak: pseudo labels everywhere")
+    p.add_argument("--train_list", default=str(DEFAULT_LIST_DIR / "train_aug.txt"))
+    p.add_argument("--base_list", default=None, help="default voc12/trainaug_fold{F}_base.txt (.txt or .npy)")
+    p.add_argument("--novel_list", default=None, help="default voc12/trainaug_fold{F}_novel.txt (.txt or .npy)")
+    p.add_argument("--voc12_root", default="VOC2012")
+    p.add_argument("--pseudo_dir", default=None, help="pseudo label PNGs {name}.png (mixed and weak)")
+    p.add_argument("--batch_size", type=int, default=SEG_BATCH_SIZE)
+    p.add_argument("--max_epoches", type=int, default=SEG_EPOCHS)
+    p.add_argument("--lr", type=float, default=SEG_LR)
+    p.add_argument("--wt_dec", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=SEG_MOMENTUM,
+                   help="SGD momentum (default 0.9 as DeepLab; the PSA/RETAB stages keep the published quirk)")
+    p.add_argument("--crop_size", type=int, default=SEG_CROP_SIZE)
+    p.add_argument("--resize_long", type=int, nargs=2, default=SEG_RESIZE_LONG, metavar=("LO", "HI"),
+                   help="random scale: long side uniform in [LO, HI] (default 250 750)")
+    p.add_argument("--weights", default=None,
+                   help="ImageNet .params, a classifier .pth (backbone) or a segmentation .pth; absent: random")
+    p.add_argument("--session_name", default="resnet38_seg")
+    p.add_argument("--tblog_dir", default="./tblog_seg", help="TensorBoard folder ('' for none)")
+    p.add_argument("--out_dir", default=".", help="where {session_name}.pth and .last.pt are written")
+    p.add_argument("--resume", action="store_true", help="continue from {out_dir}/{session_name}.last.pt")
+    p.add_argument("--num_workers", type=int, default=default_num_workers())
+    add_runtime_args(p)
+    return p
+
+
+def fold_names(path, fold: int, part: str) -> list[str]:
+    return voc.read_name_list(path or fold_list_path(DEFAULT_LIST_DIR, fold, part))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    voc.check_fold(args.fold)
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    check_schedule(args.batch_size, args.max_epoches)
+    names = voc.read_name_list(args.train_list)
+    if not names:
+        raise RetabError(f"{args.train_list}: the training list is empty")
+
+    base = novel = ()
+    if args.supervision == "mixed":
+        base = fold_names(args.base_list, args.fold, "base")
+        novel = fold_names(args.novel_list, args.fold, "novel")
+    gt_names = gt_names_for(args.supervision, names, base, novel)
+    pseudo_dir = None
+    if len(gt_names) < len(names):
+        if not args.pseudo_dir:
+            raise RetabError(f"--supervision {args.supervision} needs --pseudo_dir (the pseudo label PNGs)")
+        pseudo_dir = check_dir(args.pseudo_dir, "pseudo label")
+    dataset = SegTrainDataset(names, voc_root, gt_names, pseudo_dir, crop_size=args.crop_size,
+                              resize_long=tuple(args.resize_long), seed=args.seed)
+
+    model = build_model("seg", args.width)
+    load_initial_weights(model, args.weights)
+    cfg = TrainConfig(session_name=args.session_name, max_epoches=args.max_epoches,
+                      batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
+                      out_dir=args.out_dir, tblog_dir=args.tblog_dir or None, resume=args.resume)
+    if args.resume and not checkpoint_paths(cfg)[1].is_file():
+        log.warning("--resume: no %s yet, training from the start", checkpoint_paths(cfg)[1])
+    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
+                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    log.info("train_seg fold %d, %s supervision: %d images (%d with GT, %d with pseudo labels), "
+             "%d epochs of %d steps, width %g, on %s", args.fold, args.supervision, len(names),
+             len(gt_names), len(names) - len(gt_names), cfg.max_epoches,
+             optimizer.max_step // cfg.max_epoches, args.width, device)
+    train(model, optimizer, dataset, seg_step, cfg, device)
+    return 0
+
+
+# ----------------------------------------------------------------------------- one call: the demo's row
+
+def segmentation_experiment(voc_root, out_dir, fold: int = 0, supervision: str = "mixed", pseudo_dir=None,
+                            list_dir=DEFAULT_LIST_DIR, *, width: float = 0.125, crop_size: int = 128,
+                            resize_long=(96, 160), batch_size: int = 8, epochs: int = 4,
+                            lr: float = 0.01, momentum: float = SEG_MOMENTUM, weights=None,
+                            scales=(1.0,), flip: bool = True, crf: bool = False,
+                            gt_dir=None, device: str = "cpu", seed: int = 0, num_workers: int = 0,
+                            logfile=None):
+    """Train (small settings by default), infer on {list_dir}/val.txt, evaluate fold `fold`.
+
+    Writes under out_dir: res38_seg_{supervision}.pth (training is skipped when it exists),
+    pred_{supervision}/ (val label PNGs); appends to `logfile` when given. gt_dir defaults to
+    {voc_root}/SegmentationClass. Returns the val `retab.metrics.Scores` (miou, base_miou,
+    novel_miou in percent).
+    """
+    from retab.stages import evaluation_boundary, infer_seg
+
+    out_dir, list_dir = Path(out_dir), Path(list_dir)
+    session = f"res38_seg_{supervision}"
+    weights_path = out_dir / f"{session}.pth"
+    runtime = ["--device", device, "--seed", str(seed), "--width", str(width)]
+    if not weights_path.is_file():
+        argv = ["--fold", str(fold), "--supervision", supervision, "--voc12_root", str(voc_root),
+                "--train_list", str(list_dir / "train_aug.txt"),
+                "--base_list", str(fold_list_path(list_dir, fold, "base")),
+                "--novel_list", str(fold_list_path(list_dir, fold, "novel")),
+                "--batch_size", str(batch_size), "--max_epoches", str(epochs), "--lr", str(lr),
+                "--momentum", str(momentum), "--crop_size", str(crop_size),
+                "--resize_long", str(resize_long[0]), str(resize_long[1]),
+                "--session_name", session, "--out_dir", str(out_dir), "--tblog_dir", "",
+                "--num_workers", str(num_workers), "--resume", *runtime]
+        if pseudo_dir is not None:
+            argv += ["--pseudo_dir", str(pseudo_dir)]
+        if weights is not None:
+            argv += ["--weights", str(weights)]
+        main(argv)
+    pred_dir = out_dir / f"pred_{supervision}"
+    val_list = list_dir / "val.txt"
+    infer_seg.main(["--weights", str(weights_path), "--infer_list", str(val_list), "--voc12_root", str(voc_root),
+                    "--scales", *[str(s) for s in scales], "--flip", str(flip), "--crf", str(crf),
+                    "--out_dir", str(pred_dir), "--num_workers", str(num_workers), *runtime])
+    gt_dir = Path(gt_dir) if gt_dir is not None else voc.mask_path(voc_root, "x", aug=False).parent
+    evaluation = evaluation_boundary.evaluate(voc.read_name_list(val_list), pred_dir, gt_dir, fold,
+                                              pred_type="png", workers=1, progress=False)
+    if logfile is not None:
+        from retab.stages.evaluation import write_log
+
+        write_log(logfile, evaluation, f"seg {supervision} fold {fold} (val)")
+    return evaluation.best
