@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from retab.misc.errors import RetabError
 from retab.misc.fileio import save_torch
 
 log = logging.getLogger("retab")
@@ -111,7 +112,8 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
             loss, logs = step_fn(model, batch, device)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"{cfg.session_name}: loss became {loss_value} at epoch {epoch + 1}")
+                raise RetabError(f"{cfg.session_name}: the loss became {loss_value} at epoch {epoch + 1} "
+                                 "(training diverged: lower the learning rate)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -46,7 +46,7 @@ DEMO_ENV = {
     "AFF_EPOCHS_PSA": "4",
     "CAM_SCALES": "1.0 0.5 1.5",
     "BOUNDARY_EPOCHS": "6",
-    "BOUNDARY_LR": "0.01",
+    "BOUNDARY_LR": "0.001",
     "AFF_EPOCHS_RETAB": "4",
     "SEG_EPOCHS": "8",
     "SEG_LR": "0.01",
