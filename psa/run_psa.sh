@@ -14,6 +14,7 @@
 #   CLS_CKPT     trained classifier [best/res38_cls.pth]; trained first when absent
 #   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
 #   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
+#   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
 #
@@ -133,7 +134,8 @@ else
         --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
         --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
         --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
-        --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
+        --lr "$CLS_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" \
+        --resize_long $RESIZE_LONG \
         ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
@@ -157,8 +159,9 @@ else
     step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$CLS_CKPT" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
-        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --crop_size "$CROP_SIZE" \
-        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} \
+        --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
 step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \

@@ -37,8 +37,10 @@ def run_psa_env(**extra) -> dict:
     env.update(PYTHON=sys.executable, SYNTH_SCALE="tiny", DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="72", RESIZE_LONG="64 96", BATCH_SIZE="8", VAL_LIST="", CLS_EPOCHS="1", AFF_EPOCHS="1",
                CAM_SCALES="1.0", NUM_WORKERS="0", CRF_WORKERS="1", OUT="out")
-    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "PYTHONPATH"):
+    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "MOMENTUM"):
         env.pop(name, None)
+    # the copy of psa/ has no ../src beside it: point the stage scripts at this checkout's package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
     env.update(extra)
     return env
 

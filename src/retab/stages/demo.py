@@ -49,7 +49,7 @@ DEMO_ENV = {
     "BOUNDARY_LR": "0.001",
     "AFF_EPOCHS_RETAB": "4",
     "SEG_EPOCHS": "8",
-    "SEG_LR": "0.01",
+    "SEG_LR": "0.001",
     "SCALES": "1.0",
     "NUM_WORKERS": "0",
 }
