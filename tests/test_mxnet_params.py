@@ -1,5 +1,5 @@
 """The MXNet `.params` reader (SPEC 2) against files written by a real MXNet 1.9.1
-(tests/fixtures/mxnet, made by tools/make_mxnet_fixtures.py), hand-built V1 and legacy records,
+(tests/fixtures/mxnet, made by tests/fixtures/make_mxnet_fixtures.py), hand-built V1 and legacy records,
 broken files, and the mapping of the ImageNet backbone names onto the ResNet-38 keys."""
 import struct
 from pathlib import Path
