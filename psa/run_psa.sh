@@ -15,6 +15,8 @@
 #   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
 #   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
+#   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
+#                (without weights the classifier trains with --from_scratch: every layer and BatchNorm)
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
 #
@@ -129,14 +131,17 @@ if [ -f "$CLS_CKPT" ]; then
     say "using the trained classifier $CLS_CKPT (delete it to retrain)"
 else
     [ -n "${WEIGHTS:-}" ] || say "warning: no ImageNet weights ($IMAGENET_PARAMS): the classifier is trained from scratch"
+    # the initialisation and optimizer flags, collected in "$@"
+    if [ -n "${WEIGHTS:-}" ]; then set -- --weights "$WEIGHTS"; else set -- --from_scratch; fi
+    if [ "${CLS_OPTIMIZER:-sgd}" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
     # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
     step train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
         --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
         --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
         --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
-        --lr "$CLS_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" \
-        --resize_long $RESIZE_LONG \
-        ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+        --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
+        --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
+        "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 

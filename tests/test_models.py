@@ -11,7 +11,7 @@ from torch import nn
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.weights import load_state_dict_checked, load_weights, read_torch_file, save_checkpoint
-from retab.optim import PolyOptimizer, param_groups
+from retab.optim import PolyAdamW, PolyOptimizer, make_optimizer, param_groups
 
 # The SPEC 2 table, written out: (block, in, mid, out) for basic blocks; a projection shortcut
 # exists where in != out or the block strides (the first block of b2, b3, b4).
@@ -382,3 +382,48 @@ def test_optimizer_state_round_trip(tmp_path):
     for a, b in zip(nets[0].parameters(), nets[1].parameters()):
         assert torch.equal(a, b)
     assert math.isclose(second.param_groups[2]["lr"], 1.0 * (1 - 3 / 20) ** 0.9)
+
+
+# --- training from scratch (not in the paper; the CPU demo) -----------------------------------
+
+def test_train_from_scratch_trains_every_layer_and_batchnorm():
+    torch.manual_seed(11)
+    model = build_model("cls", 0.125)
+    fc8_before = model.fc8.weight.detach().clone()
+    model.train_from_scratch()
+    assert torch.equal(model.fc8.weight, fc8_before)  # the head keeps its own initialisation
+    # He-normal: std of a backbone conv = sqrt(2 / fan_in)
+    w = model.b4_1.conv_branch2a.weight
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (w.shape[1] * 9)), rel=0.1)
+    assert all(p.requires_grad for p in model.parameters())
+    model.eval().train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.training for m in bns)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = make_optimizer("adamw", param_groups(model), lr=1e-3, weight_decay=1e-4, max_step=5)
+    loss = F.multilabel_soft_margin_loss(model(torch.randn(2, 3, 32, 32)), torch.ones(2, 20))
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    assert not torch.equal(before["conv1a.weight"], after["conv1a.weight"])
+    assert not torch.equal(before["b2.bn_branch2a.running_mean"], after["b2.bn_branch2a.running_mean"])
+    assert not torch.equal(before["bn7.weight"], after["bn7.weight"])
+    model.eval()
+    assert not any(m.training for m in bns)
+
+
+def test_poly_adamw_same_schedule_equal_group_lrs_and_resume():
+    net = TinyNet()
+    opt = make_optimizer("adamw", param_groups(net), lr=0.01, weight_decay=1e-4, max_step=10)
+    assert isinstance(opt, PolyAdamW)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0, 1e-4, 0]
+    for step in range(3):
+        opt.step()
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01 * (1 - step / 10) ** 0.9] * 4)
+    other = make_optimizer("adamw", param_groups(TinyNet()), lr=0.5, weight_decay=0.0, max_step=99)
+    other.load_state_dict(opt.state_dict())
+    assert (other.global_step, other.max_step, other.initial_lrs) == (3, 10, [0.01] * 4)
+    with pytest.raises(ValueError, match="momentum"):
+        make_optimizer("adamw", param_groups(net), lr=0.01, weight_decay=0.0, max_step=2, momentum=0.9)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer("adam", param_groups(net), lr=0.01, weight_decay=0.0, max_step=2)

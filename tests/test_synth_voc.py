@@ -260,3 +260,35 @@ def test_value_noise_interpolates_grid_and_is_periodic():
     np.testing.assert_allclose(value_noise(grid, x + 16, y - 32), value_noise(grid, x, y), atol=1e-4)
     n = value_noise(grid, x, y)
     assert (n >= grid.min() - 1e-6).all() and (n <= grid.max() + 1e-6).all()
+
+
+def test_signature_colours_are_on_objects_only():
+    """Each class's main slot wears its own saturated hue; no background or clutter surface (nor a
+    class material borrowed by clutter) reaches that saturation."""
+    import numpy as np
+
+    from retab.synth import catalog
+    from retab.synth.textures import Derived, MaterialSpec
+    from retab.voc import CATEGORIES
+
+    def specs(entry):
+        return [s for s in (entry if isinstance(entry, tuple) else (entry,)) if isinstance(s, MaterialSpec)]
+
+    hues = [catalog.SIGNATURES[name][1] for name in CATEGORIES]
+    assert sorted(hues) == list(range(0, 360, 18))  # 20 distinct hues, evenly spaced
+    for name in CATEGORIES:
+        slot, hue = catalog.SIGNATURES[name]
+        main = specs(catalog.CLASS_STYLES[name].materials[slot])
+        assert main and all(s.hues == (hue,) and s.sat[0] >= 0.7 for s in main)
+    surfaces = [catalog.ANY_SURFACE]
+    for _, upper, lower, _ in catalog.SCENES.values():
+        for entry in tuple(upper) + tuple(lower):
+            surfaces += specs(entry)
+    assert all(s.sat[1] <= catalog.BACKGROUND_MAX_SAT for s in surfaces)
+    rng = np.random.default_rng(0)
+    for name in CATEGORIES:
+        materials = catalog.CLASS_STYLES[name].materials
+        for slot in materials:
+            for _ in range(3):
+                borrowed = scene._class_spec(rng, materials, slot)
+                assert not isinstance(borrowed, Derived) and borrowed.sat[1] <= catalog.BACKGROUND_MAX_SAT

@@ -144,9 +144,31 @@ class ResNet38(nn.Module):
     def forward(self, x):
         return self.feature_dict(x)["conv6"]
 
+    # Set by `train_from_scratch()`: nothing here is pretrained, so nothing is frozen.
+    from_scratch: bool = False
+
+    def train_from_scratch(self) -> None:
+        """Not in the paper: for training without ImageNet weights (the CPU demo). He-normal
+        initialisation of every backbone conv, and every layer and BatchNorm trains (BatchNorms in
+        train mode). Frozen BatchNorms and frozen early layers only make sense when they hold
+        ImageNet weights; from a random start they leave a 38-layer network unnormalised and the
+        classifier stays at the class prior."""
+        self.from_scratch = True
+        for name, child in self.named_children():
+            if name in self.head_names:  # heads keep their own initialisation
+                continue
+            for module in child.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        self.requires_grad_(True)
+        self.train(self.training)
+
     def freeze_pretrained(self) -> None:
         """No gradients for conv1a/b2/b2_1/b2_2 and for every BatchNorm's affine parameters;
-        every BatchNorm in eval mode (running statistics never updated)."""
+        every BatchNorm in eval mode (running statistics never updated). Nothing is frozen after
+        `train_from_scratch()`."""
+        if self.from_scratch:
+            return
         for name in FROZEN_LAYERS:
             getattr(self, name).requires_grad_(False)
         for module in self.modules():

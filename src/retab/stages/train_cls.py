@@ -29,13 +29,14 @@ from tqdm import tqdm
 
 from retab import voc
 from retab.data import ClsTrainDataset, ImageDataset, image_to_tensor
+from retab.data.transforms import DEFAULT_JITTER, ColorJitter
 from retab.misc.args import add_runtime_args, setup_logging
 from retab.misc.device import resolve_device, seed_everything
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
                                   state_dict_from_checkpoint)
-from retab.optim import PolyOptimizer, param_groups
+from retab.optim import OPTIMIZERS, make_optimizer, param_groups
 from retab.training import TrainConfig, make_loader, max_steps, train
 
 log = logging.getLogger("retab")
@@ -203,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wt_dec", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=None,
                    help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd: the published poly SGD; adamw: poly AdamW for --from_scratch (not in the paper)")
+    p.add_argument("--from_scratch", action="store_true",
+                   help="no --weights: He initialisation, every layer and BatchNorm trains (not in the paper; "
+                        "without it a random initialisation keeps the published frozen BatchNorms, with "
+                        "statistics estimated from the data)")
+    p.add_argument("--hue_jitter", type=float, default=DEFAULT_JITTER.hue,
+                   help="hue strength of the colour jitter [published 0.1]; the mini-VOC's classes wear "
+                        "signature hues, which a +-36 degree shift would swap")
     p.add_argument("--train_list", default="voc12/train_aug.txt")
     p.add_argument("--val_list", default="voc12/val.txt", help="'' or None: no validation")
     p.add_argument("--session_name", default="resnet38_cls")
@@ -228,6 +238,14 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     voc_root = check_dir(args.voc12_root, "VOC2012")
     check_schedule(args.batch_size, args.max_epoches)
+    if args.from_scratch and args.weights:
+        raise RetabError("--from_scratch trains from a random initialisation: drop --weights or --from_scratch")
+    if args.optimizer == "adamw" and args.momentum is not None:
+        raise RetabError("--momentum applies to --optimizer sgd only")
+    if not 0.0 <= args.hue_jitter <= 0.5:
+        raise RetabError(f"--hue_jitter must be in [0, 0.5], got {args.hue_jitter}")
+    jitter = ColorJitter(DEFAULT_JITTER.brightness, DEFAULT_JITTER.contrast, DEFAULT_JITTER.saturation,
+                         args.hue_jitter)
 
     image_labels = resolve_image_labels(args.cls_labels, voc_root)
     train_names = voc.read_name_list(args.train_list)
@@ -235,7 +253,7 @@ def main(argv=None) -> int:
         raise RetabError(f"{args.train_list}: the training list is empty")
     train_labels = labels_table(train_names, image_labels)
     dataset = ClsTrainDataset(train_names, voc_root, train_labels, crop_size=args.crop_size,
-                              resize_long=tuple(args.resize_long), seed=args.seed)
+                              resize_long=tuple(args.resize_long), seed=args.seed, jitter=jitter)
 
     val_fn = None
     if args.val_list not in (None, "", "None"):
@@ -249,10 +267,12 @@ def main(argv=None) -> int:
     cfg = TrainConfig(session_name=args.session_name, max_epoches=args.max_epoches,
                       batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
                       out_dir=args.out_dir, tblog_dir=args.tblog_dir or None, resume=args.resume)
-    if not args.weights:
+    if args.from_scratch:
+        model.train_from_scratch()
+    elif not args.weights:
         calibrate_batchnorm(model, dataset, cfg, device)
-    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    optimizer = make_optimizer(args.optimizer, param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
+                               max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
     log.info("train_cls: %d images, %d epochs of %d steps, width %g, on %s", len(dataset), cfg.max_epoches,
              optimizer.max_step // max(cfg.max_epoches, 1), args.width, device)
     train(model, optimizer, dataset, cls_step, cfg, device, val_fn)

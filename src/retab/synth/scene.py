@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from retab.synth import shapes
-from retab.synth.catalog import ANY_SURFACE, CLASS_STYLES, SCENES, ClassStyle
+from retab.synth.catalog import ANY_SURFACE, CLASS_STYLES, SCENES, ClassStyle, desaturated
 from retab.synth.textures import Derived, Material, material_colour, sample_material, value_noise
 from retab.voc import CATEGORIES
 
@@ -295,11 +295,12 @@ def _clutter_spec(rng, scene):
 
 
 def _class_spec(rng, materials: dict, slot: str):
-    """The MaterialSpec of a class slot (a Derived slot stands for its source's spec)."""
+    """The MaterialSpec of a class slot (a Derived slot stands for its source's spec), as clutter
+    borrows it: desaturated, so that a signature colour (catalog.SIGNATURES) is only on objects."""
     spec = _pick_spec(rng, materials[slot])
     while isinstance(spec, Derived):
         spec = _pick_spec(rng, materials[spec.source])
-    return spec
+    return desaturated(spec)
 
 
 def _pick_spec(rng, spec):
