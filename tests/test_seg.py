@@ -25,7 +25,7 @@ from retab.models.segmentation import ASPP_RATES, SegmentationNet, segmentation_
 from retab.models.weights import save_checkpoint
 from retab.optim import param_groups
 from retab.stages import infer_seg, train_seg
-from retab.stages.train_cls import load_initial_weights
+from retab.stages.common import load_initial_weights
 from retab.stages.train_seg import gt_names_for
 
 WIDTH = 0.0625

@@ -27,20 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from retab import voc
 from retab.data import image_to_tensor
 from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
-from retab.models import build_model
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
-from retab.stages.train_cls import check_dir, default_num_workers, load_trained_weights
+from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -131,16 +129,17 @@ class WalkInputs(Dataset):
         return name, img, in_dict, target
 
 
-def output_paths(name: str, out_rw, out_rw_cam=None) -> list[Path]:
-    paths = [Path(out_rw) / f"{name}.png"]
+def output_paths(name: str, out_rw, out_rw_cam=None) -> dict[str, Path]:
+    """kind -> path of the image's outputs: 'rw' the label PNG, 'rw_cam' the walked score dict (if asked for)."""
+    paths = {"rw": Path(out_rw) / f"{name}.png"}
     if out_rw_cam:
-        paths.append(Path(out_rw_cam) / f"{name}.npy")
+        paths["rw_cam"] = Path(out_rw_cam) / f"{name}.npy"
     return paths
 
 
 def pending_names(names, out_rw, out_rw_cam=None, overwrite: bool = False) -> list[str]:
     """The names still to do: all with `overwrite`, else those missing an output."""
-    return [n for n in names if overwrite or not all(p.is_file() for p in output_paths(n, out_rw, out_rw_cam))]
+    return list(images_to_do(names, lambda name: output_paths(name, out_rw, out_rw_cam), overwrite))
 
 
 def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
@@ -151,10 +150,6 @@ def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
             raise RetabError(f"{path}: input score dict not found")
         if targetpixel_dir is not None and not (targetpixel_dir / f"{name}.png").is_file():
             raise RetabError(f"{targetpixel_dir / (name + '.png')}: boundary target map not found")
-
-
-def _as_is(sample):
-    return sample
 
 
 def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
@@ -177,18 +172,15 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
         return []
     check_inputs(todo, score_dir, targetpixel_dir)
 
-    device = resolve_device(device) if isinstance(device, str) else device
-    model = build_model("aff", width)
-    load_trained_weights(model, weights)
-    model.to(device).eval()
-    loader = DataLoader(WalkInputs(todo, voc_root, score_dir, targetpixel_dir), batch_size=None,
-                        shuffle=False, num_workers=num_workers, collate_fn=_as_is)
-    for name, img, in_dict, target in tqdm(loader, total=len(todo), desc=f"random walk {config.mode}"):
+    model, device = load_inference_model("aff", weights, width, device)
+    inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
+    for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
                                   source=str(score_dir / f"{name}.npy"))
-        save_label_png(Path(out_rw) / f"{name}.png", labels_from_scores(walked))
-        if out_rw_cam:
-            save_score_dict(Path(out_rw_cam) / f"{name}.npy", score_dict(walked, keys))
+        outputs = output_paths(name, out_rw, out_rw_cam)
+        save_label_png(outputs["rw"], labels_from_scores(walked))
+        if "rw_cam" in outputs:
+            save_score_dict(outputs["rw_cam"], score_dict(walked, keys))
     return todo
 
 
@@ -198,13 +190,10 @@ def build_parser(mode: str, prog: str, description: str = "",
                  infer_list_default: str = "voc12/train_aug.txt") -> argparse.ArgumentParser:
     """The published flags of infer_aff (mode 'psa') and of the two RETAB stages."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--weights", required=True, help="trained affinity net .pth")
-    p.add_argument("--network", default="network.resnet38_aff", help="accepted for compatibility, ignored")
-    p.add_argument("--infer_list", default=infer_list_default)
-    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
+    add_inference_args(p, weights_help="trained affinity net .pth", network="network.resnet38_aff",
+                       infer_list=infer_list_default)
     p.add_argument("--cam_dir", required=True,
                    help="input score dicts {name}.npy: CAM dicts (stage 1, psa) or stage 1's dicts (stage 2)")
-    p.add_argument("--voc12_root", default="VOC2012")
     if mode == "stage2":
         p.add_argument("--alpha", type=float, default=None,
                        help="accepted for compatibility and ignored: stage 2 reads stage 1's background")
@@ -217,7 +206,6 @@ def build_parser(mode: str, prog: str, description: str = "",
                        help="boundary target maps {name}.png (255 non-boundary, 0 boundary)")
     p.add_argument("--out_rw", required=True, help="label PNGs {name}.png")
     p.add_argument("--out_rw_cam", default=None, help="walked score dicts {name}.npy (optional)")
-    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
     add_runtime_args(p)
     return p
 
@@ -225,8 +213,7 @@ def build_parser(mode: str, prog: str, description: str = "",
 def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", description: str = "",
          infer_list_default: str = "voc12/train_aug.txt") -> int:
     args = build_parser(mode, prog, description, infer_list_default).parse_args(argv)
-    setup_logging()
-    seed_everything(args.seed)
+    setup_stage(args)
     if mode == "stage2":
         if args.alpha is not None:
             log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)

@@ -22,22 +22,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from retab import voc
 from retab.cam import CAM_SCALES, multiscale_cam
 from retab.crf import crf_label_dicts
 from retab.data import ImageDataset
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
-from retab.models import build_model
 from retab.random_walk import labels_from_scores
-from retab.stages.train_cls import (check_dir, default_num_workers, labels_table, load_trained_weights,
-                                    resolve_image_labels)
+from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, image_loader, images_to_do,
+                                 labels_table, load_inference_model, resolve_image_labels, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -51,10 +46,6 @@ def output_paths(name: str, args) -> dict[str, Path]:
     folders = {"cam": args.out_cam, "la": args.out_la_crf, "ha": args.out_ha_crf, "pred": args.out_cam_pred}
     suffix = {"cam": ".npy", "la": ".npy", "ha": ".npy", "pred": ".png"}
     return {kind: Path(folder) / f"{name}{suffix[kind]}" for kind, folder in folders.items() if folder}
-
-
-def missing_outputs(paths: dict[str, Path], overwrite: bool) -> dict[str, Path]:
-    return dict(paths) if overwrite else {k: p for k, p in paths.items() if not p.is_file()}
 
 
 def cam_prediction(cam_dict: dict, height: int, width: int, bg_score: float) -> np.ndarray:
@@ -116,17 +107,9 @@ class CrfWorkers:
 
 # ----------------------------------------------------------------------------- the stage
 
-def _as_is(sample):
-    return sample
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab infer_cls", description=__doc__.splitlines()[0])
-    p.add_argument("--weights", required=True, help="trained classifier .pth")
-    p.add_argument("--network", default="network.resnet38_cls", help="accepted for compatibility, ignored")
-    p.add_argument("--infer_list", default="voc12/train_aug.txt")
-    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
-    p.add_argument("--voc12_root", default="VOC2012")
+    add_inference_args(p, weights_help="trained classifier .pth", network="network.resnet38_cls")
     p.add_argument("--low_alpha", type=float, default=4)
     p.add_argument("--high_alpha", type=float, default=32)
     p.add_argument("--out_cam", default=None)
@@ -138,24 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", default=list(CAM_SCALES))
     p.add_argument("--crf_workers", type=int, default=os.cpu_count() or 1,
                    help="processes for the dense CRFs (0: in the main process)")
-    p.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
-    p.add_argument("--cls_labels", default=None,
-                   help="cls_labels.npy (default: voc12/cls_labels.npy if present, else the XML annotations)")
+    add_cls_labels_arg(p)
     add_runtime_args(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    seed_everything(args.seed)
+    setup_stage(args)
     if not any((args.out_cam, args.out_la_crf, args.out_ha_crf, args.out_cam_pred)):
         raise RetabError("nothing to do: give at least one of --out_cam, --out_la_crf, --out_ha_crf, --out_cam_pred")
     if args.low_alpha == args.high_alpha and args.out_la_crf and args.out_ha_crf:
         raise RetabError("--low_alpha and --high_alpha must differ")
     voc_root = check_dir(args.voc12_root, "VOC2012")
     names = voc.read_name_list(args.infer_list)
-    todo = {n: m for n in names if (m := missing_outputs(output_paths(n, args), args.overwrite))}
+    todo = images_to_do(names, lambda name: output_paths(name, args), args.overwrite)
     log.info("infer_cls: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0
@@ -163,13 +143,9 @@ def main(argv=None) -> int:
 
     # The CRF processes are forked before the network exists (and before any CUDA context).
     with CrfWorkers(args.crf_workers) as crf:
-        device = resolve_device(args.device)
-        model = build_model("cls", args.width)
-        load_trained_weights(model, args.weights)
-        model.to(device).eval()
-        loader = DataLoader(ImageDataset(list(todo), voc_root, labels), batch_size=None, shuffle=False,
-                            num_workers=args.num_workers, collate_fn=_as_is)
-        for name, img, image_labels in tqdm(loader, total=len(todo), desc="CAMs"):
+        model, device = load_inference_model("cls", args.weights, args.width, args.device)
+        images = ImageDataset(list(todo), voc_root, labels)
+        for name, img, image_labels in image_loader(images, args.num_workers, "CAMs"):
             infer_one(model, device, name, img, image_labels, todo[name], args, crf)
         crf.finish()
     return 0

@@ -22,20 +22,17 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from retab import voc
 from retab.cam import multiscale_inputs
 from retab.crf import dense_crf
 from retab.data import ImageDataset
-from retab.misc.args import add_runtime_args, setup_logging, str2bool
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png
-from retab.models import build_model
 from retab.random_walk import labels_from_scores
-from retab.stages.train_cls import check_dir, default_num_workers, load_trained_weights
+from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -76,45 +73,32 @@ def segment_image(model, img, scales: Sequence[float] = SEG_SCALES, flip: bool =
     return predict_labels(multiscale_probabilities(model, img, scales, flip, device), img, crf)
 
 
-def _as_is(sample):
-    return sample
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab infer_seg", description=__doc__.splitlines()[0])
-    p.add_argument("--weights", required=True, help="trained segmentation network .pth")
-    p.add_argument("--infer_list", default="voc12/val.txt")
-    p.add_argument("--voc12_root", default="VOC2012")
+    add_inference_args(p, weights_help="trained segmentation network .pth", infer_list="voc12/val.txt",
+                       outputs="PNGs")
     p.add_argument("--scales", type=float, nargs="+", default=list(SEG_SCALES))
     p.add_argument("--flip", type=str2bool, default=True, help="also infer on the mirrored image (default True)")
     p.add_argument("--crf", type=str2bool, default=False, help="dense-CRF post-processing (default False)")
     p.add_argument("--out_dir", default="./seg_pred", help="label PNGs {name}.png")
-    p.add_argument("--overwrite", action="store_true", help="recompute PNGs that already exist")
-    p.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
     add_runtime_args(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    seed_everything(args.seed)
+    setup_stage(args)
     if any(s <= 0 for s in args.scales):
         raise RetabError(f"--scales must be positive, got {args.scales}")
     voc_root = check_dir(args.voc12_root, "VOC2012")
     out_dir = Path(args.out_dir)
     names = voc.read_name_list(args.infer_list)
-    todo = [n for n in names if args.overwrite or not (out_dir / f"{n}.png").is_file()]
+    todo = images_to_do(names, lambda name: {"png": out_dir / f"{name}.png"}, args.overwrite)
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0
-    device = resolve_device(args.device)
-    model = build_model("seg", args.width)
-    load_trained_weights(model, args.weights)
-    model.to(device).eval()
-    loader = DataLoader(ImageDataset(todo, voc_root), batch_size=None, shuffle=False,
-                        num_workers=args.num_workers, collate_fn=_as_is)
-    for name, img, _ in tqdm(loader, total=len(todo), desc="segmentation"):
+    model, device = load_inference_model("seg", args.weights, args.width, args.device)
+    for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "segmentation"):
         labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
-        save_label_png(out_dir / f"{name}.png", labels)
+        save_label_png(todo[name]["png"], labels)
     return 0

@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from retab import voc
 from retab.affinity import affinity_loss, pair_affinities, pair_count
 from retab.data import AffinityTrainDataset
 from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.optim import PolyOptimizer, param_groups
-from retab.stages.train_cls import (calibrate_batchnorm, check_dir, check_schedule, default_num_workers,
-                                    load_initial_weights)
-from retab.training import TrainConfig, max_steps, train
+from retab.stages.common import (add_training_args, calibrate_batchnorm, check_dir, load_initial_weights,
+                                 make_train_config, make_train_optimizer, setup_training, training_names)
+from retab.training import train
 
 log = logging.getLogger("retab")
 
@@ -44,46 +41,25 @@ def make_affinity_step(radius: int = AFFINITY_RADIUS):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_aff", description=__doc__.splitlines()[0])
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_epoches", type=int, default=8)
-    p.add_argument("--network", default="network.resnet38_aff", help="accepted for compatibility, ignored")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--num_workers", type=int, default=default_num_workers())
-    p.add_argument("--wt_dec", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=None,
-                   help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
-    p.add_argument("--train_list", default="voc12/train_aug.txt")
-    p.add_argument("--session_name", default="resnet38_aff")
-    p.add_argument("--crop_size", type=int, default=448)
-    p.add_argument("--weights", default=None,
-                   help="classifier .pth, ImageNet .params or an affinity .pth; absent: random initialisation")
-    p.add_argument("--voc12_root", default="VOC2012")
+    add_training_args(p, session_name="resnet38_aff", max_epoches=8, lr=0.1, network="network.resnet38_aff",
+                      weights_help="classifier .pth, ImageNet .params or an affinity .pth; absent: random "
+                                   "initialisation")
     p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
-    p.add_argument("--tblog_dir", default="./tblog")
-    p.add_argument("--out_dir", default=".", help="where {session_name}.pth is written")
-    p.add_argument("--resume", action="store_true",
-                   help="go on from {out_dir}/{session_name}.last.pt (written after every epoch) if it exists")
     add_runtime_args(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    voc_root = check_dir(args.voc12_root, "VOC2012")
-    check_schedule(args.batch_size, args.max_epoches)
+    device, voc_root = setup_training(args)
     grid = args.crop_size // LABEL_STRIDE
     if pair_count(grid, grid, AFFINITY_RADIUS) == 0:
         raise RetabError(f"--crop_size {args.crop_size} is too small: its {grid}x{grid} grid holds no pixel "
                          f"pairs of radius {AFFINITY_RADIUS} (at least {LABEL_STRIDE * (2 * AFFINITY_RADIUS - 1)})")
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
-    names = voc.read_name_list(args.train_list)
-    if not names:
-        raise RetabError(f"{args.train_list}: the training list is empty")
+    names = training_names(args.train_list)
     for name in names:  # fail now rather than in a DataLoader worker halfway through an epoch
         for folder in (la_dir, ha_dir):
             if not (folder / f"{name}.npy").is_file():
@@ -94,13 +70,10 @@ def main(argv=None) -> int:
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
     model = build_model("aff", args.width)
     load_initial_weights(model, args.weights)
-    cfg = TrainConfig(session_name=args.session_name, max_epoches=args.max_epoches,
-                      batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                      out_dir=args.out_dir, tblog_dir=args.tblog_dir or None, resume=args.resume)
+    cfg = make_train_config(args)
     if not args.weights:
         calibrate_batchnorm(model, dataset, cfg, device)
-    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_aff: %d images, %d epochs of %d steps, width %g, on %s", len(dataset), cfg.max_epoches,
              optimizer.max_step // cfg.max_epoches, args.width, device)
     train(model, optimizer, dataset, make_affinity_step(AFFINITY_RADIUS), cfg, device)

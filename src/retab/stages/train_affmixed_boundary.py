@@ -19,15 +19,14 @@ from retab import voc
 from retab.affinity import pair_count
 from retab.data import AffinityTrainDataset
 from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.optim import PolyOptimizer, param_groups
+from retab.stages.common import (add_training_args, check_dir, load_initial_weights, make_train_config,
+                                 make_train_optimizer, setup_training, training_names)
 from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
 from retab.stages.train_boundary import check_masks, fold_list
-from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
-from retab.training import TrainConfig, max_steps, train
+from retab.training import train
 
 log = logging.getLogger("retab")
 
@@ -73,44 +72,26 @@ def check_gt_dir(gt_dir, voc_root: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_affmixed_boundary", description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default base/novel lists)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_epoches", type=int, default=8)
-    p.add_argument("--network", default="network.resnet38_aff", help="accepted for compatibility, ignored")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--num_workers", type=int, default=default_num_workers())
-    p.add_argument("--wt_dec", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=None,
-                   help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
-    p.add_argument("--train_list", default="voc12/train_aug.txt")
+    add_training_args(p, session_name=None, max_epoches=8, lr=0.01, network="network.resnet38_aff", resume=False,
+                      weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
+                      helps={"--session_name": "default resnet38_affmixed_fold{F}"})
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
     p.add_argument("--base_list", "--base_dir", dest="base_list", default=None,
                    help="base samples, .txt or .npy (default: {list_dir}/trainaug_fold{F}_base)")
     p.add_argument("--novel_list", "--novel_dir", dest="novel_list", default=None,
                    help="novel samples, .txt or .npy (default: {list_dir}/trainaug_fold{F}_novel)")
-    p.add_argument("--session_name", default=None, help="default resnet38_affmixed_fold{F}")
-    p.add_argument("--crop_size", type=int, default=448)
-    p.add_argument("--weights", default=None,
-                   help="ImageNet .params or a .pth; absent: random initialisation (with a warning)")
-    p.add_argument("--voc12_root", default="VOC2012")
     p.add_argument("--gt_dir", default=None, help="accepted for compatibility: masks come from SegmentationClassAug")
     p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
     p.add_argument("--boundary_target_dir", "--targetpixel_dir", dest="boundary_target_dir", default=None,
                    help="boundary target maps of prop_boundary_target (absent: no boundary masking, with a warning)")
-    p.add_argument("--tblog_dir", default="./tblog")
-    p.add_argument("--out_dir", default=".", help="where {session_name}.pth is written")
     add_runtime_args(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    voc.check_fold(args.fold)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    voc_root = check_dir(args.voc12_root, "VOC2012")
-    check_schedule(args.batch_size, args.max_epoches)
+    device, voc_root = setup_training(args)
     check_crop_has_pairs(args.crop_size)
     check_gt_dir(args.gt_dir, voc_root)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
@@ -122,9 +103,7 @@ def main(argv=None) -> int:
     else:
         target_dir = check_dir(args.boundary_target_dir, "boundary target map")
 
-    names = voc.read_name_list(args.train_list)
-    if not names:
-        raise RetabError(f"{args.train_list}: the training list is empty")
+    names = training_names(args.train_list)
     base_list = Path(args.base_list) if args.base_list else fold_list(args.list_dir, args.fold, "base")
     novel_list = Path(args.novel_list) if args.novel_list else fold_list(args.list_dir, args.fold, "novel")
     base, novel = split_train_names(names, voc.read_name_list(base_list), voc.read_name_list(novel_list),
@@ -138,11 +117,8 @@ def main(argv=None) -> int:
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
     model = build_model("aff", args.width)
     load_initial_weights(model, args.weights)
-    cfg = TrainConfig(session_name=args.session_name or f"resnet38_affmixed_fold{args.fold}",
-                      max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
-                      seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None)
-    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    cfg = make_train_config(args, args.session_name or f"resnet38_affmixed_fold{args.fold}")
+    optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_affmixed_boundary: %d images, %d epochs of %d steps, width %g, on %s", len(dataset),
              cfg.max_epoches, optimizer.max_step // cfg.max_epoches, args.width, device)
     train(model, optimizer, dataset, make_affinity_step(AFFINITY_RADIUS), cfg, device)

@@ -17,14 +17,13 @@ from pathlib import Path
 from retab import voc
 from retab.boundary import boundary_loss
 from retab.data import BoundaryTrainDataset
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.optim import PolyOptimizer, param_groups
+from retab.stages.common import (add_training_args, load_initial_weights, make_train_config, make_train_optimizer,
+                                 setup_training)
 from retab.stages.make_splits import fold_list_path
-from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
-from retab.training import TrainConfig, max_steps, train
+from retab.training import train
 
 log = logging.getLogger("retab")
 
@@ -58,36 +57,19 @@ def boundary_step(model, batch, device):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_boundary", description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default --train_list)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--max_epoches", type=int, default=8)
-    p.add_argument("--network", default="network.resnet38_boundary", help="accepted for compatibility, ignored")
-    p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--num_workers", type=int, default=default_num_workers())
-    p.add_argument("--wt_dec", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=None,
-                   help="real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec")
-    p.add_argument("--train_list", default=None,
-                   help="base samples (default: {list_dir}/trainaug_fold{F}_base.txt or .npy)")
+    add_training_args(p, session_name=None, max_epoches=8, lr=0.001, network="network.resnet38_boundary",
+                      train_list=None, resume=False,
+                      weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
+                      helps={"--train_list": "base samples (default: {list_dir}/trainaug_fold{F}_base.txt or .npy)",
+                             "--session_name": "default resnet38_boundary_fold{F}"})
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
-    p.add_argument("--session_name", default=None, help="default resnet38_boundary_fold{F}")
-    p.add_argument("--crop_size", type=int, default=448)
-    p.add_argument("--weights", default=None,
-                   help="ImageNet .params or a .pth; absent: random initialisation (with a warning)")
-    p.add_argument("--voc12_root", default="VOC2012")
-    p.add_argument("--tblog_dir", default="./tblog")
-    p.add_argument("--out_dir", default=".", help="where {session_name}.pth is written")
     add_runtime_args(p)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    voc.check_fold(args.fold)
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    voc_root = check_dir(args.voc12_root, "VOC2012")
-    check_schedule(args.batch_size, args.max_epoches)
+    device, voc_root = setup_training(args)
     train_list = Path(args.train_list) if args.train_list else fold_list(args.list_dir, args.fold, "base")
     names = voc.read_name_list(train_list)
     if not names:
@@ -98,11 +80,8 @@ def main(argv=None) -> int:
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
     model = build_model("boundary", args.width)
     load_initial_weights(model, args.weights)
-    cfg = TrainConfig(session_name=args.session_name or f"resnet38_boundary_fold{args.fold}",
-                      max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
-                      seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None)
-    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    cfg = make_train_config(args, args.session_name or f"resnet38_boundary_fold{args.fold}")
+    optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_boundary: %d epochs of %d steps, width %g, on %s", cfg.max_epoches,
              optimizer.max_step // cfg.max_epoches, args.width, device)
     train(model, optimizer, dataset, boundary_step, cfg, device)

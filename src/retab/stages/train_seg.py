@@ -29,15 +29,14 @@ from pathlib import Path
 
 from retab import voc
 from retab.data import SegTrainDataset
-from retab.misc.args import add_runtime_args, setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
-from retab.optim import PolyOptimizer, param_groups
+from retab.stages.common import (add_training_args, check_dir, load_initial_weights, make_train_config,
+                                 make_train_optimizer, setup_training, training_names)
 from retab.stages.make_splits import fold_list_path
-from retab.stages.train_cls import check_dir, check_schedule, default_num_workers, load_initial_weights
-from retab.training import TrainConfig, checkpoint_paths, max_steps, train
+from retab.training import checkpoint_paths, train
 
 log = logging.getLogger("retab")
 
@@ -83,27 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (base/novel lists)")
     p.add_argument("--supervision", default="mixed", choices=SUPERVISIONS,
                    help="mixed: base GT + novel pseudo labels; full: GT everywhere; weak: pseudo labels everywhere")
-    p.add_argument("--train_list", default=str(DEFAULT_LIST_DIR / "train_aug.txt"))
+    add_training_args(p, session_name="resnet38_seg", max_epoches=SEG_EPOCHS, lr=SEG_LR, batch_size=SEG_BATCH_SIZE,
+                      crop_size=SEG_CROP_SIZE, momentum=SEG_MOMENTUM, tblog_dir="./tblog_seg",
+                      train_list=str(DEFAULT_LIST_DIR / "train_aug.txt"),
+                      weights_help="ImageNet .params, a classifier .pth (backbone) or a segmentation .pth; "
+                                   "absent: random",
+                      helps={"--momentum": "SGD momentum (default 0.9 as DeepLab; the PSA/RETAB stages keep the "
+                                           "published quirk)",
+                             "--tblog_dir": "TensorBoard folder ('' for none)",
+                             "--out_dir": "where {session_name}.pth and .last.pt are written",
+                             "--resume": "continue from {out_dir}/{session_name}.last.pt"})
     p.add_argument("--base_list", default=None, help="default voc12/trainaug_fold{F}_base.txt (.txt or .npy)")
     p.add_argument("--novel_list", default=None, help="default voc12/trainaug_fold{F}_novel.txt (.txt or .npy)")
-    p.add_argument("--voc12_root", default="VOC2012")
     p.add_argument("--pseudo_dir", default=None, help="pseudo label PNGs {name}.png (mixed and weak)")
-    p.add_argument("--batch_size", type=int, default=SEG_BATCH_SIZE)
-    p.add_argument("--max_epoches", type=int, default=SEG_EPOCHS)
-    p.add_argument("--lr", type=float, default=SEG_LR)
-    p.add_argument("--wt_dec", type=float, default=5e-4)
-    p.add_argument("--momentum", type=float, default=SEG_MOMENTUM,
-                   help="SGD momentum (default 0.9 as DeepLab; the PSA/RETAB stages keep the published quirk)")
-    p.add_argument("--crop_size", type=int, default=SEG_CROP_SIZE)
     p.add_argument("--resize_long", type=int, nargs=2, default=SEG_RESIZE_LONG, metavar=("LO", "HI"),
                    help="random scale: long side uniform in [LO, HI] (default 250 750)")
-    p.add_argument("--weights", default=None,
-                   help="ImageNet .params, a classifier .pth (backbone) or a segmentation .pth; absent: random")
-    p.add_argument("--session_name", default="resnet38_seg")
-    p.add_argument("--tblog_dir", default="./tblog_seg", help="TensorBoard folder ('' for none)")
-    p.add_argument("--out_dir", default=".", help="where {session_name}.pth and .last.pt are written")
-    p.add_argument("--resume", action="store_true", help="continue from {out_dir}/{session_name}.last.pt")
-    p.add_argument("--num_workers", type=int, default=default_num_workers())
     add_runtime_args(p)
     return p
 
@@ -114,15 +107,8 @@ def fold_names(path, fold: int, part: str) -> list[str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    voc.check_fold(args.fold)
-    voc_root = check_dir(args.voc12_root, "VOC2012")
-    check_schedule(args.batch_size, args.max_epoches)
-    names = voc.read_name_list(args.train_list)
-    if not names:
-        raise RetabError(f"{args.train_list}: the training list is empty")
+    device, voc_root = setup_training(args)
+    names = training_names(args.train_list)
 
     base = novel = ()
     if args.supervision == "mixed":
@@ -139,13 +125,10 @@ def main(argv=None) -> int:
 
     model = build_model("seg", args.width)
     load_initial_weights(model, args.weights)
-    cfg = TrainConfig(session_name=args.session_name, max_epoches=args.max_epoches,
-                      batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-                      out_dir=args.out_dir, tblog_dir=args.tblog_dir or None, resume=args.resume)
+    cfg = make_train_config(args)
     if args.resume and not checkpoint_paths(cfg)[1].is_file():
         log.warning("--resume: no %s yet, training from the start", checkpoint_paths(cfg)[1])
-    optimizer = PolyOptimizer(param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_steps(len(dataset), cfg), momentum=args.momentum)
+    optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_seg fold %d, %s supervision: %d images (%d with GT, %d with pseudo labels), "
              "%d epochs of %d steps, width %g, on %s", args.fold, args.supervision, len(names),
              len(gt_names), len(names) - len(gt_names), cfg.max_epoches,

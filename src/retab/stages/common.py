@@ -1,0 +1,297 @@
+"""What the stage modules share: their common flags, their start-up, weight loading and the
+per-image inference loop (not a command of its own).
+
+Training stages (train_cls, train_aff, train_boundary, train_affmixed_boundary, train_seg):
+`add_training_args` adds the flags they all have, each stage passing its own published defaults;
+`setup_training` runs the start-up (logging, fold and schedule checks, seed, device, VOC root);
+`make_train_config` and `make_train_optimizer` turn the flags into the TrainConfig and the poly
+optimizer of retab.training.
+
+Inference stages (infer_cls, prop_boundary_target, infer_seg, and retab.walk_inference):
+`add_inference_args` adds their common flags; `images_to_do` skips the images whose outputs all
+exist (unless --overwrite); `load_inference_model` builds the trained network on its device;
+`image_loader` reads the images in loader processes behind a progress bar.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from retab import voc
+from retab.misc.args import setup_logging
+from retab.misc.device import resolve_device, seed_everything
+from retab.misc.errors import RetabError
+from retab.models import build_model
+from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
+                                  state_dict_from_checkpoint)
+from retab.optim import make_optimizer, param_groups
+from retab.training import TrainConfig, make_loader, max_steps
+
+log = logging.getLogger("retab")
+
+DEFAULT_CLS_LABELS = Path("voc12") / "cls_labels.npy"  # relative to the working directory
+CALIBRATION_BATCHES = 8  # batches whose statistics a randomly initialised network's BatchNorms take
+COMPATIBILITY_HELP = "accepted for compatibility, ignored"
+
+
+# ----------------------------------------------------------------------------- inputs and weights
+
+def default_num_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def check_dir(path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise RetabError(f"{path}: {what} folder not found")
+    return path
+
+
+def check_schedule(batch_size: int, max_epoches: int) -> None:
+    if batch_size < 1 or max_epoches < 1:
+        raise RetabError(f"--batch_size and --max_epoches must be at least 1, got {batch_size} and {max_epoches}")
+
+
+def add_cls_labels_arg(parser: argparse.ArgumentParser) -> None:
+    """--cls_labels, the image-level labels file that resolve_image_labels reads."""
+    parser.add_argument("--cls_labels", default=None,
+                        help="cls_labels.npy (default: voc12/cls_labels.npy if present, else the XML annotations)")
+
+
+def resolve_image_labels(cls_labels, voc12_root) -> voc.ImageLabels:
+    """--cls_labels PATH; else voc12/cls_labels.npy in the working directory; else the XMLs."""
+    if cls_labels:
+        log.info("image-level labels from %s", cls_labels)
+        return voc.ImageLabels(voc12_root, cls_labels)
+    if DEFAULT_CLS_LABELS.is_file():
+        log.info("image-level labels from %s", DEFAULT_CLS_LABELS)
+        return voc.ImageLabels(voc12_root, DEFAULT_CLS_LABELS)
+    log.info("image-level labels from the XML annotations under %s", voc12_root)
+    return voc.ImageLabels(voc12_root)
+
+
+def labels_table(names, image_labels) -> dict[str, np.ndarray]:
+    """Every image's labels up front: a missing or empty label stops the run now, naming the image."""
+    return {name: image_labels(name) for name in tqdm(names, desc="image labels", leave=False,
+                                                      disable=len(names) < 500)}
+
+
+def _head_keys(model: torch.nn.Module) -> list[str]:
+    heads = tuple(getattr(model, "head_names", ()))
+    return [k for k in model.state_dict() if k.split(".")[0] in heads]
+
+
+def load_initial_weights(model: torch.nn.Module, weights) -> None:
+    """Initial weights of a training stage.
+
+    None: random initialisation, with a warning. `.params`: the MXNet ImageNet backbone
+    (non-strict; what it skipped is logged). `.pth`: strict when it holds this model's head (e.g.
+    a classifier to go on training); otherwise, a checkpoint of another head (the trained
+    classifier initialising the affinity net, as published), non-strict with a report. A tensor of
+    the wrong shape is always an error: it means a network of another --width.
+    """
+    if not weights:
+        log.warning("no --weights given: training %s from a random initialisation", type(model).__name__)
+        return
+    path = Path(weights)
+    if path.suffix == ".params":
+        report = load_weights(model, path, strict=False)
+    else:
+        state_dict = state_dict_from_checkpoint(read_torch_file(path), path)
+        same_head = all(k in state_dict for k in _head_keys(model))
+        if not same_head:
+            log.info("%s holds no %s head: loading its backbone only", path, type(model).__name__)
+        report = load_state_dict_checked(model, state_dict, strict=same_head, source=path)
+    if report.mismatched:
+        raise RetabError(f"{path}: weights do not fit {type(model).__name__} of this --width: "
+                         f"{report.describe()}")
+    if not report.loaded:
+        raise RetabError(f"{path}: no tensor of the file fits {type(model).__name__}: {report.describe()}")
+
+
+def load_trained_weights(model: torch.nn.Module, weights) -> None:
+    """Weights of an inference stage: a trained `.pth` of exactly this network (strict)."""
+    path = Path(weights)
+    if path.suffix == ".params":
+        raise RetabError(f"{path}: an ImageNet .params file has no trained {type(model).__name__} head; "
+                         f"pass the .pth checkpoint of the trained network")
+    load_weights(model, path, strict=True)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, dataset, cfg: TrainConfig, device,
+                        max_batches: int = CALIBRATION_BATCHES) -> None:
+    """From a random initialisation only: set the running statistics of every (frozen) BatchNorm
+    to the average batch statistics of the first `max_batches` training batches.
+
+    The BatchNorms stay frozen during training (SPEC 2); with ImageNet weights they carry ImageNet
+    statistics. A fresh BatchNorm has mean 0 / variance 1, i.e. it is the identity, and the
+    activations of a random ResNet-38 then fade with depth (conv6 ~ 1e-3 at width 0.125) so that
+    the loss hardly moves; estimated statistics make the frozen BatchNorms normalise as intended.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    model.to(device).eval()
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+        bn.train()
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(0)
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, cfg.seed)
+    seen = 0
+    for batch in tqdm(loader, total=min(max_batches, len(loader)), desc="BatchNorm statistics", leave=False):
+        model(batch[0].to(device))
+        seen += 1
+        if seen == max_batches:
+            break
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    model.eval()  # back to frozen BatchNorms (the training loop switches dropout on again)
+    log.info("random initialisation: BatchNorm statistics estimated from %d training batches", seen)
+
+
+# ----------------------------------------------------------------------------- start-up of every stage
+
+def setup_stage(args) -> None:
+    """Logging and the seeds (--seed): the first thing every network stage does."""
+    setup_logging()
+    seed_everything(args.seed)
+
+
+# ----------------------------------------------------------------------------- training stages
+
+def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | None, max_epoches: int, lr: float,
+                      weights_help: str, batch_size: int = 8, crop_size: int = 448,
+                      momentum: float | None = None, network: str | None = None,
+                      train_list: str | None = "voc12/train_aug.txt", tblog_dir: str = "./tblog",
+                      resume: bool = True, helps: dict[str, str] | None = None) -> None:
+    """The flags every training stage has, with the stage's published defaults.
+
+    network: the published --network value (accepted, ignored), None for no such flag; resume:
+    whether the stage offers --resume; helps: flag -> help text where a stage says it its own way.
+    --device/--seed/--width are not added here (misc.args.add_runtime_args, last, as in every stage).
+    """
+    texts = {
+        "--network": COMPATIBILITY_HELP,
+        "--momentum": "real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec",
+        "--weights": weights_help,
+        "--out_dir": "where {session_name}.pth is written",
+        "--resume": "go on from {out_dir}/{session_name}.last.pt (written after every epoch) if it exists",
+    }
+    texts.update(helps or {})
+
+    def add(flag: str, **kwargs) -> None:
+        parser.add_argument(flag, help=texts.get(flag), **kwargs)
+
+    add("--batch_size", type=int, default=batch_size)
+    add("--max_epoches", type=int, default=max_epoches)
+    if network is not None:
+        add("--network", default=network)
+    add("--lr", type=float, default=lr)
+    add("--num_workers", type=int, default=default_num_workers())
+    add("--wt_dec", type=float, default=5e-4)
+    add("--momentum", type=float, default=momentum)
+    add("--train_list", default=train_list)
+    add("--session_name", default=session_name)
+    add("--crop_size", type=int, default=crop_size)
+    add("--weights", default=None)
+    add("--voc12_root", default="VOC2012")
+    add("--tblog_dir", default=tblog_dir)
+    add("--out_dir", default=".")
+    if resume:
+        add("--resume", action="store_true")
+
+
+def setup_training(args) -> tuple[torch.device, Path]:
+    """Start-up of a training stage: logging and seeds, the --fold check (stages that have one), the
+    device, the VOC root and the schedule. Returns (device, VOC root)."""
+    setup_stage(args)
+    fold = getattr(args, "fold", None)
+    if fold is not None:
+        voc.check_fold(fold)
+    device = resolve_device(args.device)
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    check_schedule(args.batch_size, args.max_epoches)
+    return device, voc_root
+
+
+def training_names(train_list) -> list[str]:
+    """The names of the training list; an empty list stops the run."""
+    names = voc.read_name_list(train_list)
+    if not names:
+        raise RetabError(f"{train_list}: the training list is empty")
+    return names
+
+
+def make_train_config(args, session_name: str | None = None) -> TrainConfig:
+    """TrainConfig of the training flags; `session_name` replaces --session_name (a fold's default)."""
+    return TrainConfig(session_name=args.session_name if session_name is None else session_name,
+                       max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
+                       seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None,
+                       resume=getattr(args, "resume", False))
+
+
+def make_train_optimizer(args, model: torch.nn.Module, n_samples: int, cfg: TrainConfig):
+    """The poly optimizer over the four parameter groups: --optimizer where a stage has it, else
+    the published SGD (momentum quirk unless --momentum)."""
+    return make_optimizer(getattr(args, "optimizer", "sgd"), param_groups(model), lr=args.lr,
+                          weight_decay=args.wt_dec, max_step=max_steps(n_samples, cfg), momentum=args.momentum)
+
+
+# ----------------------------------------------------------------------------- inference stages
+
+def add_inference_args(parser: argparse.ArgumentParser, *, weights_help: str, network: str | None = None,
+                       infer_list: str = "voc12/train_aug.txt", outputs: str = "outputs") -> None:
+    """--weights, --network (when the published script had one), --infer_list, --num_workers,
+    --voc12_root and --overwrite (help: "recompute {outputs} that already exist")."""
+    parser.add_argument("--weights", required=True, help=weights_help)
+    if network is not None:
+        parser.add_argument("--network", default=network, help=COMPATIBILITY_HELP)
+    parser.add_argument("--infer_list", default=infer_list)
+    parser.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
+    parser.add_argument("--voc12_root", default="VOC2012")
+    parser.add_argument("--overwrite", action="store_true", help=f"recompute {outputs} that already exist")
+
+
+def images_to_do(names: Iterable[str], output_paths: Callable[[str], dict[str, Path]],
+                 overwrite: bool) -> dict[str, dict[str, Path]]:
+    """name -> its outputs to write (kind -> path), for the names with at least one missing; with
+    `overwrite`, every name with all its outputs. Keeps the order of `names`."""
+    todo = {}
+    for name in names:
+        paths = output_paths(name)
+        missing = dict(paths) if overwrite else {kind: p for kind, p in paths.items() if not p.is_file()}
+        if missing:
+            todo[name] = missing
+    return todo
+
+
+def load_inference_model(kind: str, weights, width: float, device) -> tuple[torch.nn.Module, torch.device]:
+    """(network `kind` with the trained weights, in eval mode on its device, that device);
+    `device` is a torch.device or a --device name."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = build_model(kind, width)
+    load_trained_weights(model, weights)
+    return model.to(device).eval(), device
+
+
+def _as_is(sample):
+    # PIL images do not collate; a module-level function so that loader processes can unpickle it.
+    return sample
+
+
+def image_loader(dataset, num_workers: int, desc: str):
+    """The samples of `dataset` one by one, in order, read by `num_workers` processes, with a progress bar."""
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is)
+    return tqdm(loader, total=len(dataset), desc=desc)
