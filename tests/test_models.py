@@ -395,6 +395,13 @@ def test_train_from_scratch_trains_every_layer_and_batchnorm():
     # He-normal: std of a backbone conv = sqrt(2 / fan_in)
     w = model.b4_1.conv_branch2a.weight
     assert w.std().item() == pytest.approx(math.sqrt(2 / (w.shape[1] * 9)), rel=0.1)
+    # every residual branch ends in zeros: each block starts as its shortcut
+    assert not model.b4_1.conv_branch2b1.weight.any() and not model.b7.conv_branch2b2.weight.any()
+    assert model.b7.conv_branch2b1.weight.any()
+    x = torch.randn(1, model.b4_1.bn_branch2a.num_features, 5, 5)
+    model.eval()
+    assert torch.equal(model.b4_1(x), x)
+    assert all(m.p == 0 for m in model.modules() if isinstance(m, nn.Dropout2d))
     assert all(p.requires_grad for p in model.parameters())
     model.eval().train()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
