@@ -32,11 +32,8 @@
 set -e
 cd "$(dirname "$0")"
 
-say() { echo "run_retab: $*"; }
-die() {
-    echo "run_retab: error: $*" >&2
-    exit 2
-}
+DRIVER=run_retab
+. ../psa/driver_lib.sh
 
 FOLD=${FOLD:-0}
 case $FOLD in
@@ -61,10 +58,6 @@ PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold$FOLD}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
-# The package: installed in $PYTHON's environment, or else the source tree beside RETAB/.
-PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH
-
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
 AFF_CKPT=$OUT/affmodel/resnet38_affmixed_fold$FOLD.pth
@@ -74,36 +67,6 @@ RW2_DIR=$OUT/rw_stage2
 RW2_CAM_DIR=$OUT/rw_cam_stage2
 EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
-
-now() {
-    t=$(date +%s.%N 2>/dev/null || true)
-    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
-}
-
-# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
-step() {
-    name=$1
-    shift
-    say "[$name] $*"
-    start=$(now)
-    "$@"
-    end=$(now)
-    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
-    say "[$name] done in ${seconds}s"
-}
-
-# link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder
-link() {
-    if [ "$(cd "$1" 2>/dev/null && pwd -P)" != "$(cd "$2" && pwd -P)" ]; then
-        if [ -e "$1" ] && [ ! -L "$1" ]; then
-            die "./$1 exists and is not a link to $2"
-        fi
-        rm -f "$1"
-        ln -s "$2" "$1"
-        say "linked ./$1 -> $2"
-    fi
-}
 
 # ---------------------------------------------------------------- PSA outputs
 for d in psa_trainaug_cam psa_trainaug_crf_4.0 psa_trainaug_crf_32.0; do
@@ -121,25 +84,7 @@ mkdir -p "$OUT"
 : >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
-if [ -z "${VOC12HOME:-}" ]; then
-    for candidate in VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012; do
-        if [ -d "$candidate" ]; then
-            VOC12HOME=$candidate
-            break
-        fi
-    done
-    [ -n "${VOC12HOME:-}" ] || die "no dataset: set VOC12HOME (or run psa/run_psa.sh, which links one)"
-fi
-[ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
-VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
-link VOC2012 "$VOC12HOME"
-
-# The lists are derived from the dataset they were made from; a new dataset gets new lists.
-if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
-    || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
-    step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
-    printf '%s\n' "$VOC12HOME" >voc12/.voc12home
-fi
+use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- initial weights of both trainings
 if [ -z "${WEIGHTS+set}" ]; then

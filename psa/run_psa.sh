@@ -56,9 +56,8 @@ VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
-# The package: installed in $PYTHON's environment, or else the source tree beside psa/.
-PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH
+DRIVER=run_psa
+. ./driver_lib.sh
 
 CAM_DIR=$OUT/psa_trainaug_cam
 LA_DIR=$OUT/psa_trainaug_crf_4.0
@@ -68,58 +67,11 @@ AFF_CKPT=$OUT/resnet38_aff.pth
 EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
 
-say() { echo "run_psa: $*"; }
-
-now() {
-    t=$(date +%s.%N 2>/dev/null || true)
-    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
-}
-
-# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
-step() {
-    name=$1
-    shift
-    say "[$name] $*"
-    start=$(now)
-    "$@"
-    end=$(now)
-    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
-    say "[$name] done in ${seconds}s"
-}
-
 mkdir -p "$OUT"
 : >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
-if [ -z "${VOC12HOME:-}" ]; then
-    if [ -e VOC2012 ]; then
-        VOC12HOME=VOC2012
-    else
-        VOC12HOME=../data/mini_voc/VOC2012
-        if [ ! -d "$VOC12HOME" ]; then
-            step synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
-        fi
-    fi
-fi
-[ -d "$VOC12HOME" ] || { say "error: VOC12HOME=$VOC12HOME is not a folder" >&2; exit 2; }
-VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
-if [ "$(cd VOC2012 2>/dev/null && pwd -P)" != "$VOC12HOME" ]; then
-    if [ -e VOC2012 ] && [ ! -L VOC2012 ]; then
-        say "error: ./VOC2012 exists and is not a link to VOC12HOME=$VOC12HOME" >&2
-        exit 2
-    fi
-    rm -f VOC2012
-    ln -s "$VOC12HOME" VOC2012
-    say "linked ./VOC2012 -> $VOC12HOME"
-fi
-
-# The lists are derived from the dataset they were made from; a new dataset gets new lists.
-if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
-    || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
-    step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
-    printf '%s\n' "$VOC12HOME" >voc12/.voc12home
-fi
+use_dataset VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- classifier
 if [ -z "${WEIGHTS+set}" ]; then

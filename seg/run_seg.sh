@@ -52,80 +52,29 @@ CLS_CKPT=${CLS_CKPT:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold${FOLD}_$SUPERVISION}
 PARAMS_NAME=ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
-# The package: installed in $PYTHON's environment, or else the source tree beside seg/.
-PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONPATH
+DRIVER=run_seg
+. ../psa/driver_lib.sh
 
 SEG_CKPT=$OUT/res38_seg.pth
 PRED_DIR=$OUT/pred_val
 EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
 
-say() { echo "run_seg: $*"; }
-
-now() {
-    t=$(date +%s.%N 2>/dev/null || true)
-    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
-}
-
-# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
-step() {
-    name=$1
-    shift
-    say "[$name] $*"
-    start=$(now)
-    "$@"
-    end=$(now)
-    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
-    say "[$name] done in ${seconds}s"
-}
-
 case $SUPERVISION in
 mixed | full | weak) ;;
-*) say "error: SUPERVISION must be mixed, full or weak, got '$SUPERVISION'" >&2; exit 2 ;;
+*) die "SUPERVISION must be mixed, full or weak, got '$SUPERVISION'" ;;
 esac
 
 mkdir -p "$OUT"
 : >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
-if [ -z "${VOC12HOME:-}" ]; then
-    for candidate in VOC2012 ../RETAB/VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012; do
-        if [ -d "$candidate" ]; then
-            VOC12HOME=$candidate
-            break
-        fi
-    done
-    if [ -z "${VOC12HOME:-}" ]; then
-        VOC12HOME=../data/mini_voc/VOC2012
-        step synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
-    fi
-fi
-[ -d "$VOC12HOME" ] || { say "error: VOC12HOME=$VOC12HOME is not a folder" >&2; exit 2; }
-VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
-if [ "$(cd VOC2012 2>/dev/null && pwd -P)" != "$VOC12HOME" ]; then
-    if [ -e VOC2012 ] && [ ! -L VOC2012 ]; then
-        say "error: ./VOC2012 exists and is not a link to VOC12HOME=$VOC12HOME" >&2
-        exit 2
-    fi
-    rm -f VOC2012
-    ln -s "$VOC12HOME" VOC2012
-    say "linked ./VOC2012 -> $VOC12HOME"
-fi
-
-# The lists are derived from the dataset they were made from; a new dataset gets new lists.
-if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
-    || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
-    step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
-    printf '%s\n' "$VOC12HOME" >voc12/.voc12home
-fi
+use_dataset VOC2012 ../RETAB/VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- training
 if [ "$SUPERVISION" != full ] && [ ! -d "$PSEUDO_DIR" ]; then
-    say "error: PSEUDO_DIR=$PSEUDO_DIR is not a folder: run RETAB/run_retab.sh for fold $FOLD first," \
-        "or set PSEUDO_DIR, or use SUPERVISION=full" >&2
-    exit 2
+    die "PSEUDO_DIR=$PSEUDO_DIR is not a folder: run RETAB/run_retab.sh for fold $FOLD first," \
+        "or set PSEUDO_DIR, or use SUPERVISION=full"
 fi
 if [ -z "${WEIGHTS+set}" ]; then
     WEIGHTS=

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from helpers import copy_driver
 from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
@@ -471,9 +471,7 @@ def run_retab(retab_dir: Path, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def retab_runs(tiny):
     """`FOLD=0 sh run_retab.sh` and `FOLD=3 sh run_retab.sh` in a copy of RETAB/ beside the fabricated psa/."""
-    retab_dir = tiny["tmp"] / "RETAB"
-    shutil.copytree(REPO / "RETAB", retab_dir, ignore=shutil.ignore_patterns(
-        "VOC2012", "voc12", "out", "psa_initcam", "psa_afflabel", "tblog", "__pycache__"))
+    retab_dir = copy_driver("RETAB", tiny["tmp"])
     runs = {}
     for fold in (0, 3):
         proc = run_retab(retab_dir, retab_env(tiny["voc"], FOLD=str(fold)))
@@ -534,8 +532,7 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
 
 
 def test_run_retab_rejects_a_bad_fold(tmp_path):
-    retab_dir = tmp_path / "RETAB"
-    shutil.copytree(REPO / "RETAB", retab_dir, ignore=shutil.ignore_patterns("VOC2012", "voc12", "out"))
+    retab_dir = copy_driver("RETAB", tmp_path)
     proc = run_retab(retab_dir, retab_env(tmp_path, FOLD="7"))
     assert proc.returncode == 2
     assert "FOLD must be 0, 1, 2 or 3" in proc.stderr and "'7'" in proc.stderr
@@ -543,8 +540,7 @@ def test_run_retab_rejects_a_bad_fold(tmp_path):
 
 
 def test_run_retab_names_a_missing_psa_output(tmp_path):
-    retab_dir = tmp_path / "RETAB"
-    shutil.copytree(REPO / "RETAB", retab_dir, ignore=shutil.ignore_patterns("VOC2012", "voc12", "out"))
+    retab_dir = copy_driver("RETAB", tmp_path)
     psa_out = tmp_path / "psa" / "out"
     for d in ("psa_trainaug_cam", "psa_trainaug_crf_4.0"):
         (psa_out / d).mkdir(parents=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import copy_driver
 from retab import voc
 from retab.data import SegTrainDataset
 from retab.data import transforms as T
@@ -416,8 +416,7 @@ def test_run_seg_sh_trains_infers_and_evaluates(tmp_path):
     pseudo = tmp_path / "pseudo"
     for name in train_names:  # pseudo labels: everything background
         save_label_png(pseudo / f"{name}.png", np.zeros((40, 48), np.uint8))
-    seg_dir = tmp_path / "seg"
-    shutil.copytree(repo / "seg", seg_dir, ignore=shutil.ignore_patterns("VOC2012", "voc12", "out", "__pycache__"))
+    seg_dir = copy_driver("seg", tmp_path)
     env = dict(os.environ, PYTHON=sys.executable, VOC12HOME=str(voc_root), PSEUDO_DIR=str(pseudo), FOLD="0",
                DEVICE="cpu", WIDTH=str(WIDTH), WEIGHTS="", CROP_SIZE="32", RESIZE_LONG="40 56", BATCH_SIZE="3",
                SEG_EPOCHS="1", SEG_LR="0.01", SCALES="1.0", NUM_WORKERS="0")

@@ -1,0 +1,71 @@
+# Shared by the three drivers (psa/run_psa.sh, RETAB/run_retab.sh, seg/run_seg.sh); sourced, not run.
+# The sourcing driver sets DRIVER (its name in messages) and runs from its own folder; `step`
+# appends to $TIMINGS.
+
+say() { echo "$DRIVER: $*"; }
+
+die() {
+    echo "$DRIVER: error: $*" >&2
+    exit 2
+}
+
+# The package: installed in $PYTHON's environment, or else the source tree beside the driver.
+PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+
+now() {
+    t=$(date +%s.%N 2>/dev/null || true)
+    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
+}
+
+# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
+step() {
+    name=$1
+    shift
+    say "[$name] $*"
+    start=$(now)
+    "$@"
+    end=$(now)
+    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
+    say "[$name] done in ${seconds}s"
+}
+
+# link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder
+link() {
+    if [ "$(cd "$1" 2>/dev/null && pwd -P)" != "$(cd "$2" && pwd -P)" ]; then
+        if [ -e "$1" ] && [ ! -L "$1" ]; then
+            die "./$1 exists and is not a link to $2"
+        fi
+        rm -f "$1"
+        ln -s "$2" "$1"
+        say "linked ./$1 -> $2"
+    fi
+}
+
+# use_dataset CANDIDATE...: VOC12HOME (from the environment, else the first candidate folder that
+# exists, else the mini-VOC ../data/mini_voc/VOC2012, generated when absent with SYNTH_SCALE as
+# its --scale), linked as ./VOC2012; then the lists under ./voc12, made by `retab make_splits`
+# unless they are complete and were made from this same dataset.
+use_dataset() {
+    if [ -z "${VOC12HOME:-}" ]; then
+        for candidate in "$@"; do
+            if [ -d "$candidate" ]; then
+                VOC12HOME=$candidate
+                break
+            fi
+        done
+    fi
+    if [ -z "${VOC12HOME:-}" ]; then
+        VOC12HOME=../data/mini_voc/VOC2012
+        step synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
+    fi
+    [ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
+    VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
+    link VOC2012 "$VOC12HOME"
+    if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
+        || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
+        step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
+        printf '%s\n' "$VOC12HOME" >voc12/.voc12home
+    fi
+}

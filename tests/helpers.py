@@ -1,0 +1,17 @@
+"""Helpers shared by several test modules."""
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER_OUTPUTS = ("VOC2012", "voc12", "out", "best", "psa_initcam", "psa_afflabel", "tblog", "__pycache__")
+
+
+def copy_driver(folder: str, dest_root: Path) -> Path:
+    """A copy of the driver folder `folder` (psa, RETAB or seg) under dest_root, without outputs,
+    plus psa/driver_lib.sh, which every driver sources from ../psa/."""
+    dest = Path(dest_root) / folder
+    shutil.copytree(REPO / folder, dest, ignore=shutil.ignore_patterns(*DRIVER_OUTPUTS), dirs_exist_ok=True)
+    lib = Path(dest_root) / "psa" / "driver_lib.sh"
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "psa" / "driver_lib.sh", lib)
+    return dest
