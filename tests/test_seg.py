@@ -410,7 +410,6 @@ def build_mini_tree(root: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_run_seg_sh_trains_infers_and_evaluates(tmp_path):
-    repo = Path(__file__).resolve().parents[1]
     voc_root = tmp_path / "VOC2012"
     train_names = build_mini_tree(voc_root)
     pseudo = tmp_path / "pseudo"
