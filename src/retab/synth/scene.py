@@ -29,7 +29,10 @@ BAND_WINDOW = 5  # VOC's ignore band: pixels within 2 px (a 5 x 5 window) of an 
 PLACEMENT_TRIES = 8
 OBJECT_COUNT_P = (0.45, 0.35, 0.2)  # probability of 1, 2, 3 objects
 COMPANION_P = 0.6  # an extra object is a usual companion of the first one (else any class)
-SCENE_FROM_CLASS_P = 0.75  # the scene is one the first class is usually seen in (else any)
+# The scene is one the first class is usually seen in (else any). Kept at an even chance: at 0.75
+# a classifier trained from scratch on a few hundred images learnt "sky" for aeroplane and "water"
+# for boat and put their CAMs there (aeroplane CAM IoU 5 with classification AP 0.79).
+SCENE_FROM_CLASS_P = 0.5
 FRONT_OCCLUDER_P = 0.15  # a clutter shape in front of the objects (a pole, a branch)
 CLUTTER_KINDS = shapes.DISTRACTOR_KINDS + ("part", "part")
 
