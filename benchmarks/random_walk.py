@@ -12,7 +12,10 @@ high-water mark (torch's allocations are invisible to tracemalloc), on CUDA
 torch.cuda.max_memory_allocated. Times: the fastest of --repeats runs for the fast walk, one run for
 the dense one. On a machine busy with other work, --threads 1 gives the steadiest numbers.
 
-    .venv/bin/python benchmarks/random_walk.py [--device cpu|cuda] [--skip-dense-large]
+    .venv/bin/python benchmarks/random_walk.py [--device auto|cpu|cuda] [--skip-dense-large]
+
+--device auto (the default) measures on CUDA when a GPU is there, else on the CPU; the machine
+line names the CPU, torch and the GPU.
 """
 from __future__ import annotations
 
@@ -20,12 +23,16 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 SIZES = {"VOC": (375, 500), "4x": (752, 1008)}
 CLASSES = (4, 14)  # boat, person: background + 2 classes are walked
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine_info, also in the measuring processes
 
 
 def synthetic_inputs(height: int, width: int, channels: int, seed: int):
@@ -144,7 +151,8 @@ def measure(kind, size_name, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: cuda when available, else cpu")
     parser.add_argument("--skip-dense-large", action="store_true", help="skip the slow dense walk at 4x")
     parser.add_argument("--channels", type=int, default=448, help="affinity feature channels (448 = f9)")
     parser.add_argument("--repeats", type=int, default=5,
@@ -157,11 +165,15 @@ def main(argv=None):
 
     import torch
 
+    from machine_info import describe
     from retab.random_walk import grid_size, labels_from_scores
 
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available")
     threads = args.threads or torch.get_num_threads()
+    print(describe(args.device))
     print(f"device {args.device}, torch {torch.__version__}, {threads} CPU threads, "
           f"{args.channels} channels, PSA mode, beta 8, logt 8, background + {len(CLASSES)} classes")
     results = {}

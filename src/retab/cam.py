@@ -103,15 +103,37 @@ def multiscale_cam(cam_fn: Callable[[torch.Tensor], torch.Tensor], img: Image.Im
                    flip: bool = True) -> dict[int, np.ndarray]:
     """The CAM dict of one image: cam_fn (a batch [N,3,h,w] -> [N,20,h',w']) run on every pass,
     the image and its mirror of one scale in one batch, then aggregate_cams."""
+    return multiscale_cams(cam_fn, [img], [labels], scales, device, flip)[0]
+
+
+@torch.no_grad()
+def multiscale_cams(cam_fn: Callable[[torch.Tensor], torch.Tensor], images: Sequence[Image.Image], labels,
+                    scales: Sequence[float] = CAM_SCALES, device: torch.device | str = "cpu",
+                    flip: bool = True) -> list[dict[int, np.ndarray]]:
+    """The CAM dicts of several images of one size (labels: one label vector per image): for each
+    scale one batch holding every image (with a present class) and its mirror, then
+    aggregate_cams per image. One image gives exactly `multiscale_cam`; several give the same
+    maps up to the rounding of batched convolutions."""
     device = torch.device(device)
-    _, present = _present_classes(labels)
-    if not present:
-        return {}
-    cams, flipped = [], []
-    for scale in scales:
-        batch = multiscale_inputs(img, (scale,), flip)
-        out = cam_fn(torch.stack(batch).to(device))
-        for i in range(len(batch)):
-            cams.append(out[i])
-            flipped.append(i == 1)
-    return aggregate_cams(cams, flipped, (img.height, img.width), labels)
+    images, labels = list(images), list(labels)
+    if len(images) != len(labels):
+        raise RetabError(f"multiscale_cams: {len(images)} images but {len(labels)} label vectors")
+    sizes = {img.size for img in images}
+    if len(sizes) > 1:
+        raise RetabError(f"multiscale_cams batches images of one size, got sizes {sorted(sizes)}")
+    active = [i for i, image_labels in enumerate(labels) if _present_classes(image_labels)[1]]
+    cams = {i: [] for i in active}
+    flipped = {i: [] for i in active}
+    if active:
+        for scale in scales:
+            batch, owners = [], []
+            for i in active:
+                inputs = multiscale_inputs(images[i], (scale,), flip)
+                batch += inputs
+                owners += [(i, j == 1) for j in range(len(inputs))]
+            out = cam_fn(torch.stack(batch).to(device))
+            for k, (i, is_flipped) in enumerate(owners):
+                cams[i].append(out[k])
+                flipped[i].append(is_flipped)
+    return [aggregate_cams(cams[i], flipped[i], (img.height, img.width), labels[i]) if i in cams else {}
+            for i, img in enumerate(images)]

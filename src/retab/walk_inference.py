@@ -16,7 +16,8 @@ Modes (`retab.random_walk.MODES`):
 The RETAB modes read the boundary target map {targetpixel_dir}/{name}.png (255 non-boundary,
 0 boundary) of the image's size.
 
-Stage modules call `main(argv, mode, prog, description)`; `run_walk` is the loop itself.
+Stage modules call `main(argv, mode, prog, description)`; `run_walk` is the loop itself. Under
+torchrun each process walks names[rank::world] of the list.
 """
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.precision import Precision
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 setup_stage)
+                                 process_share, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -154,9 +156,10 @@ def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
 
 def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
              targetpixel_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
-             overwrite: bool = False) -> list[str]:
+             overwrite: bool = False, precision: Precision | None = None) -> list[str]:
     """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
-    names processed. weights: the trained affinity net `.pth` (strict)."""
+    names processed. weights: the trained affinity net `.pth` (strict). Under torchrun: this
+    process's share of `names` only. precision: --amp / --channels_last of the affinity net."""
     voc_root = check_dir(voc_root, "VOC2012")
     score_dir = check_dir(score_dir, "input score dict")
     if config.needs_boundary:
@@ -165,14 +168,14 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
         targetpixel_dir = check_dir(targetpixel_dir, "boundary target map")
     else:
         targetpixel_dir = None
-    names = list(names)
+    names = process_share(names, f"random walk ({config.mode})", "the list")
     todo = pending_names(names, out_rw, out_rw_cam, overwrite)
     log.info("random walk (%s): %d images, %d to do", config.mode, len(names), len(todo))
     if not todo:
         return []
     check_inputs(todo, score_dir, targetpixel_dir)
 
-    model, device = load_inference_model("aff", weights, width, device)
+    model, device = load_inference_model("aff", weights, width, device, precision)
     inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
     for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
@@ -223,5 +226,6 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     names = voc.read_name_list(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=getattr(args, "targetpixel_dir", None),
-             width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite)
+             width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,
+             precision=Precision.from_args(args))
     return 0

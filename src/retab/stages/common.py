@@ -11,6 +11,11 @@ Inference stages (infer_cls, prop_boundary_target, infer_seg, and retab.walk_inf
 `add_inference_args` adds their common flags; `images_to_do` skips the images whose outputs all
 exist (unless --overwrite); `load_inference_model` builds the trained network on its device;
 `image_loader` reads the images in loader processes behind a progress bar.
+
+Under torchrun (retab.misc.distributed) a training stage joins the process group in
+`setup_training` and --batch_size stays the global batch; an inference stage takes its share of
+the image list (`process_share`) before skipping the finished images. --amp / --channels_last
+(retab.misc.precision) are flags of both kinds.
 """
 from __future__ import annotations
 
@@ -26,9 +31,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from retab import voc
+from retab.misc import distributed
 from retab.misc.args import setup_logging
-from retab.misc.device import resolve_device, seed_everything
+from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
+from retab.misc.precision import Precision, add_precision_args, apply_precision
 from retab.models import build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
                                   state_dict_from_checkpoint)
@@ -164,8 +171,11 @@ def calibrate_batchnorm(model: torch.nn.Module, dataset, cfg: TrainConfig, devic
 # ----------------------------------------------------------------------------- start-up of every stage
 
 def setup_stage(args) -> None:
-    """Logging and the seeds (--seed): the first thing every network stage does."""
+    """Logging and the seeds (--seed): the first thing every network stage does. Under torchrun,
+    processes other than rank 0 log errors only (their warnings would repeat rank 0's)."""
     setup_logging()
+    if not distributed.process_info().is_main:
+        logging.getLogger("retab").setLevel(logging.ERROR)
     seed_everything(args.seed)
 
 
@@ -211,18 +221,26 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
     add("--out_dir", default=".")
     if resume:
         add("--resume", action="store_true")
+    add_precision_args(parser)
+    parser.add_argument("--dist_backend", choices=distributed.BACKENDS, default=None,
+                        help="torch.distributed backend under torchrun (default: nccl on CUDA, gloo on the CPU)")
 
 
 def setup_training(args) -> tuple[torch.device, Path]:
     """Start-up of a training stage: logging and seeds, the --fold check (stages that have one), the
-    device, the VOC root and the schedule. Returns (device, VOC root)."""
+    device (under torchrun: this process's, after joining the process group), the VOC root and the
+    schedule (under torchrun --batch_size must divide among the processes). Returns (device, VOC root)."""
     setup_stage(args)
     fold = getattr(args, "fold", None)
     if fold is not None:
         voc.check_fold(fold)
-    device = resolve_device(args.device)
+    device = distributed.process_device(args.device)
     voc_root = check_dir(args.voc12_root, "VOC2012")
     check_schedule(args.batch_size, args.max_epoches)
+    # checked before joining the process group, which would wait for processes that have stopped
+    distributed.per_process_batch(args.batch_size, distributed.process_info().world_size)
+    Precision.from_args(args).check(device)
+    distributed.setup_process(device, getattr(args, "dist_backend", None), process_group=True)
     return device, voc_root
 
 
@@ -239,7 +257,8 @@ def make_train_config(args, session_name: str | None = None) -> TrainConfig:
     return TrainConfig(session_name=args.session_name if session_name is None else session_name,
                        max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
                        seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None,
-                       resume=getattr(args, "resume", False))
+                       resume=getattr(args, "resume", False), amp=getattr(args, "amp", "none"),
+                       channels_last=getattr(args, "channels_last", False))
 
 
 def make_train_optimizer(args, model: torch.nn.Module, n_samples: int, cfg: TrainConfig):
@@ -262,6 +281,7 @@ def add_inference_args(parser: argparse.ArgumentParser, *, weights_help: str, ne
     parser.add_argument("--num_workers", type=int, default=default_num_workers(), help="image loading processes")
     parser.add_argument("--voc12_root", default="VOC2012")
     parser.add_argument("--overwrite", action="store_true", help=f"recompute {outputs} that already exist")
+    add_precision_args(parser)
 
 
 def images_to_do(names: Iterable[str], output_paths: Callable[[str], dict[str, Path]],
@@ -277,13 +297,30 @@ def images_to_do(names: Iterable[str], output_paths: Callable[[str], dict[str, P
     return todo
 
 
-def load_inference_model(kind: str, weights, width: float, device) -> tuple[torch.nn.Module, torch.device]:
+def process_share(names, stage: str, list_path) -> list[str]:
+    """This process's share of an inference list (all of it without torchrun), logged under torchrun."""
+    names = list(names)
+    info = distributed.current()
+    if not info.distributed:
+        return names
+    share = distributed.shard(names, info)
+    log.info("%s: %s takes %d of the %d images in %s", stage, info.describe(), len(share), len(names), list_path)
+    return share
+
+
+def load_inference_model(kind: str, weights, width: float, device,
+                         precision: Precision | None = None) -> tuple[torch.nn.Module, torch.device]:
     """(network `kind` with the trained weights, in eval mode on its device, that device);
-    `device` is a torch.device or a --device name."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    `device` is a torch.device or a --device name (under torchrun: this process's GPU).
+    With a `precision` that changes anything (--amp, --channels_last) the network comes wrapped
+    in a retab.misc.precision.PrecisionModel (same calls, float32 outputs)."""
+    device = distributed.process_device(device) if isinstance(device, str) else device
     model = build_model(kind, width)
     load_trained_weights(model, weights)
-    return model.to(device).eval(), device
+    model = model.to(device).eval()
+    if precision is not None:
+        model = apply_precision(model, precision, device).eval()
+    return model, device
 
 
 def _as_is(sample):
@@ -294,4 +331,4 @@ def _as_is(sample):
 def image_loader(dataset, num_workers: int, desc: str):
     """The samples of `dataset` one by one, in order, read by `num_workers` processes, with a progress bar."""
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is)
-    return tqdm(loader, total=len(dataset), desc=desc)
+    return tqdm(loader, total=len(dataset), desc=desc, disable=not distributed.process_info().is_main)

@@ -8,9 +8,11 @@ Per image of --infer_list, for the outputs asked for:
                              (the published script used the fixed background score 0.2)
 
 The network runs in this process (on --device; the image and its mirror of one scale form one
-batch); the dense CRFs run in --crf_workers processes on the CPU at the same time. An image whose
-requested outputs all exist is skipped unless --overwrite; when only its CRF dicts are missing,
-its CAM dict is read back instead of recomputed.
+batch, and with --cam_batch N up to N images of the same size share it); the dense CRFs run in
+--crf_workers processes on the CPU at the same time. An image whose requested outputs all exist is
+skipped unless --overwrite; when only its CRF dicts are missing, its CAM dict is read back instead
+of recomputed. Under torchrun each process takes names[rank::world] of the list (and by default
+its share of the CPUs for the CRFs).
 """
 from __future__ import annotations
 
@@ -24,15 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from retab import voc
-from retab.cam import CAM_SCALES, multiscale_cam
+from retab.cam import CAM_SCALES, multiscale_cam, multiscale_cams
 from retab.crf import crf_label_dicts
 from retab.data import ImageDataset
+from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.precision import Precision
 from retab.random_walk import labels_from_scores
 from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, image_loader, images_to_do,
-                                 labels_table, load_inference_model, resolve_image_labels, setup_stage)
+                                 labels_table, load_inference_model, process_share, resolve_image_labels,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -119,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cam_pred_bg", type=float, default=CAM_PRED_BG,
                    help=f"background score of the --out_cam_pred PNGs (published: {CAM_PRED_BG})")
     p.add_argument("--scales", type=float, nargs="+", default=list(CAM_SCALES))
-    p.add_argument("--crf_workers", type=int, default=os.cpu_count() or 1,
-                   help="processes for the dense CRFs (0: in the main process)")
+    p.add_argument("--crf_workers", type=int, default=None,
+                   help="processes for the dense CRFs (0: in the main process; default: the CPU count, "
+                        "divided among the processes of this machine under torchrun)")
+    p.add_argument("--cam_batch", type=int, default=1,
+                   help="images of the same size per network batch (each at every scale with its mirror); "
+                        "default 1: one image at a time. More fills a GPU better; the maps agree with "
+                        "--cam_batch 1 up to rounding")
     add_cls_labels_arg(p)
     add_runtime_args(p)
     return p
@@ -133,8 +143,14 @@ def main(argv=None) -> int:
         raise RetabError("nothing to do: give at least one of --out_cam, --out_la_crf, --out_ha_crf, --out_cam_pred")
     if args.low_alpha == args.high_alpha and args.out_la_crf and args.out_ha_crf:
         raise RetabError("--low_alpha and --high_alpha must differ")
+    if args.cam_batch < 1:
+        raise RetabError(f"--cam_batch must be at least 1, got {args.cam_batch}")
+    crf_workers = args.crf_workers
+    if crf_workers is None:
+        crf_workers = distributed.default_workers(os.cpu_count() or 1)
+    precision = Precision.from_args(args)
     voc_root = check_dir(args.voc12_root, "VOC2012")
-    names = voc.read_name_list(args.infer_list)
+    names = process_share(voc.read_name_list(args.infer_list), "infer_cls", args.infer_list)
     todo = images_to_do(names, lambda name: output_paths(name, args), args.overwrite)
     log.info("infer_cls: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
@@ -142,24 +158,74 @@ def main(argv=None) -> int:
     labels = labels_table(list(todo), resolve_image_labels(args.cls_labels, voc_root))
 
     # The CRF processes are forked before the network exists (and before any CUDA context).
-    with CrfWorkers(args.crf_workers) as crf:
-        model, device = load_inference_model("cls", args.weights, args.width, args.device)
-        images = ImageDataset(list(todo), voc_root, labels)
-        for name, img, image_labels in image_loader(images, args.num_workers, "CAMs"):
-            infer_one(model, device, name, img, image_labels, todo[name], args, crf)
+    with CrfWorkers(crf_workers) as crf:
+        model, device = load_inference_model("cls", args.weights, args.width, args.device, precision)
+        if args.cam_batch == 1:
+            images = ImageDataset(list(todo), voc_root, labels)
+            for name, img, image_labels in image_loader(images, args.num_workers, "CAMs"):
+                infer_one(model, device, name, img, image_labels, todo[name], args, crf)
+        else:
+            images = ImageDataset(sorted_by_size(list(todo), voc_root), voc_root, labels)
+            for group in same_size_groups(image_loader(images, args.num_workers, "CAMs"), args.cam_batch):
+                infer_group(model, device, group, todo, args, crf)
         crf.finish()
     return 0
 
 
 def infer_one(model, device, name: str, img, image_labels, missing: dict[str, Path], args, crf) -> None:
     """Write the missing outputs of one image; the CRFs are handed to the worker processes."""
-    cam_path = Path(args.out_cam) / f"{name}.npy" if args.out_cam else None
-    if cam_path is not None and "cam" not in missing:
-        cam_dict = load_score_dict(cam_path)  # only CRF dicts or the PNG are missing
-    else:
+    cam_dict = stored_cam(name, missing, args)
+    if cam_dict is None:
         cam_dict = multiscale_cam(model.cam, img, image_labels, args.scales, device)
-        if "cam" in missing:
-            save_score_dict(missing["cam"], cam_dict)
+    write_outputs(name, img, cam_dict, missing, args, crf)
+
+
+def stored_cam(name: str, missing: dict[str, Path], args) -> dict | None:
+    """The image's CAM dict read back when only its CRF dicts or PNG are missing, else None."""
+    if args.out_cam and "cam" not in missing:
+        return load_score_dict(Path(args.out_cam) / f"{name}.npy")
+    return None
+
+
+def sorted_by_size(names: list[str], voc_root) -> list[str]:
+    """`names` ordered by image size (stable), so that same-size images come together for --cam_batch."""
+    from PIL import Image
+
+    def size(name):
+        with Image.open(voc.image_path(voc_root, name)) as img:  # reads the header only
+            return img.size
+
+    return sorted(names, key=size)
+
+
+def same_size_groups(samples, limit: int):
+    """Consecutive samples (name, image, labels) in groups of at most `limit` images of one size."""
+    group = []
+    for sample in samples:
+        if group and (len(group) == limit or group[0][1].size != sample[1].size):
+            yield group
+            group = []
+        group.append(sample)
+    if group:
+        yield group
+
+
+def infer_group(model, device, group, todo: dict[str, dict[str, Path]], args, crf) -> None:
+    """infer_one for a group of same-size images, whose CAMs are computed in shared batches."""
+    cams = {name: stored_cam(name, todo[name], args) for name, _, _ in group}
+    compute = [(name, img, labels) for name, img, labels in group if cams[name] is None]
+    if compute:
+        computed = multiscale_cams(model.cam, [img for _, img, _ in compute], [labels for _, _, labels in compute],
+                                   args.scales, device)
+        cams.update((name, cam_dict) for (name, _, _), cam_dict in zip(compute, computed))
+    for name, img, _ in group:
+        write_outputs(name, img, cams[name], todo[name], args, crf)
+
+
+def write_outputs(name: str, img, cam_dict: dict, missing: dict[str, Path], args, crf) -> None:
+    """The missing outputs of one image from its CAM dict; the CRFs go to the worker processes."""
+    if "cam" in missing:
+        save_score_dict(missing["cam"], cam_dict)
     if "pred" in missing:
         save_label_png(missing["pred"], cam_prediction(cam_dict, img.height, img.width, args.cam_pred_bg))
     targets = [(alpha, str(missing[kind])) for kind, alpha in (("la", args.low_alpha), ("ha", args.high_alpha))

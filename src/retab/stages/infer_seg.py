@@ -7,7 +7,8 @@ the original H x W, turned into probabilities (softmax over the 21 labels), mirr
 the probabilities of all passes are averaged. With --crf True the average is refined by the dense
 CRF of retab.crf (SPEC 3's kernels, 10 iterations) on the RGB image. The label map (argmax, ties
 to the lower label) goes to `{out_dir}/{name}.png`, an 8-bit VOC palette PNG of exactly the
-image's size. Images whose PNG exists are skipped unless --overwrite.
+image's size. Images whose PNG exists are skipped unless --overwrite. Under torchrun each process
+takes names[rank::world] of the list.
 
 Then `retab evaluation_boundary --fold F --type png --list voc12/val.txt --predict_dir OUT_DIR
 --gt_dir VOC2012/SegmentationClass ...` gives the all/base/novel mIoU (seg/run_seg.sh does this).
@@ -30,9 +31,10 @@ from retab.data import ImageDataset
 from retab.misc.args import add_runtime_args, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png
+from retab.misc.precision import Precision
 from retab.random_walk import labels_from_scores
 from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 setup_stage)
+                                 process_share, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -92,12 +94,13 @@ def main(argv=None) -> int:
         raise RetabError(f"--scales must be positive, got {args.scales}")
     voc_root = check_dir(args.voc12_root, "VOC2012")
     out_dir = Path(args.out_dir)
-    names = voc.read_name_list(args.infer_list)
+    precision = Precision.from_args(args)
+    names = process_share(voc.read_name_list(args.infer_list), "infer_seg", args.infer_list)
     todo = images_to_do(names, lambda name: {"png": out_dir / f"{name}.png"}, args.overwrite)
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0
-    model, device = load_inference_model("seg", args.weights, args.width, args.device)
+    model, device = load_inference_model("seg", args.weights, args.width, args.device, precision)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "segmentation"):
         labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
         save_label_png(todo[name]["png"], labels)

@@ -5,6 +5,7 @@ non-boundary ("target pixel") where p < --threshold (0.5); with --kernel k > 0 (
 non-boundary region is eroded (replicate pad, k x k average, keep >= 0.99); --kernel 0 (the
 published run script's value, our default) means no erosion. Output: {out_dir}/{name}.png, 8-bit
 grey, 255 non-boundary, 0 boundary. Images whose map exists are skipped unless --overwrite.
+Under torchrun each process takes names[rank::world] of the list.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from retab.data import ImageDataset, image_to_tensor
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_gray_png
+from retab.misc.precision import Precision
 from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 setup_stage)
+                                 process_share, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -53,14 +55,15 @@ def main(argv=None) -> int:
         raise RetabError(f"--threshold must lie in (0, 1], got {args.threshold}")
     voc_root = check_dir(args.voc12_root, "VOC2012")
     out_dir = Path(args.out_dir)
-    names = voc.read_name_list(args.infer_list)
+    precision = Precision.from_args(args)
+    names = process_share(voc.read_name_list(args.infer_list), "prop_boundary_target", args.infer_list)
     todo = images_to_do(names, lambda name: {"map": out_dir / f"{name}.png"}, args.overwrite)
     log.info("prop_boundary_target: %d images in %s, %d to do (kernel %d, threshold %g)", len(names),
              args.infer_list, len(todo), args.kernel, args.threshold)
     if not todo:
         return 0
 
-    model, device = load_inference_model("boundary", args.weights, args.width, args.device)
+    model, device = load_inference_model("boundary", args.weights, args.width, args.device, precision)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "boundary targets"):
         prob = boundary_probability(model, img, device)
         save_gray_png(todo[name]["map"], boundary_target_map(prob, args.threshold, args.kernel))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from retab import voc
 from retab.data import ClsTrainDataset, ImageDataset, image_to_tensor
 from retab.data.transforms import DEFAULT_JITTER, ColorJitter
+from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
@@ -50,8 +51,13 @@ class _ValDataset(ImageDataset):
 
 
 def make_val_fn(names, voc_root, labels, device, num_workers: int):
-    """val_fn(model) -> mean multi-label soft-margin loss over the images of `names`."""
-    loader = DataLoader(_ValDataset(names, voc_root, labels), batch_size=None, shuffle=False,
+    """val_fn(model) -> mean multi-label soft-margin loss over the images of `names`.
+
+    Under torchrun every process computes the losses of its share of `names` and the sum is
+    taken over the processes (so val_fn must be called in every process)."""
+    info = distributed.current()
+    share = distributed.shard(names, info)
+    loader = DataLoader(_ValDataset(share, voc_root, labels), batch_size=None, shuffle=False,
                         num_workers=num_workers)
 
     @torch.no_grad()
@@ -59,10 +65,12 @@ def make_val_fn(names, voc_root, labels, device, num_workers: int):
         was_training = model.training
         model.eval()
         total = 0.0
-        for image, target in tqdm(loader, desc="validation", leave=False):
+        for image, target in tqdm(loader, desc="validation", leave=False, disable=not info.is_main):
             logits = model(image[None].to(device))
             total += float(F.multilabel_soft_margin_loss(logits, target[None].to(device)))
         model.train(was_training)
+        if info.distributed:
+            total = distributed.sum_over_processes([total], device)[0]
         return total / len(names)
 
     return val_fn
@@ -84,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from_scratch", action="store_true",
                    help="no --weights: He initialisation, every layer and BatchNorm trains (not in the paper; "
                         "without it a random initialisation keeps the published frozen BatchNorms, with "
-                        "statistics estimated from the data)")
+                        "statistics estimated from the data); under torchrun the BatchNorms use the statistics "
+                        "of the global batch on CUDA (SyncBatchNorm), of each process's share on the CPU")
     p.add_argument("--hue_jitter", type=float, default=DEFAULT_JITTER.hue,
                    help="hue strength of the colour jitter [published 0.1]; the mini-VOC's classes wear "
                         "signature hues, which a +-36 degree shift would swap")
