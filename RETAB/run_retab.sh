@@ -16,6 +16,7 @@
 #   PYTHON [python3]  DEVICE [auto]  WIDTH [1.0]  SEED [0]  CROP_SIZE [448]  BATCH_SIZE [8]
 #   BOUNDARY_EPOCHS [8]  AFF_EPOCHS [8]  BOUNDARY_LR [0.001]  AFF_LR [0.01]  KERNEL [0]  THRESHOLD [0.5]
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
+#   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
 #   WEIGHTS      initial weights of both trainings [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
@@ -106,7 +107,7 @@ else
     step train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
         --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
         --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
-        --lr "$BOUNDARY_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
+        --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
         ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
@@ -125,7 +126,7 @@ else
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --boundary_target_dir "$TARGET_DIR" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
-        ${MOMENTUM:+--momentum "$MOMENTUM"} \
+        --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi

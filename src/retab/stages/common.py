@@ -39,7 +39,7 @@ from retab.misc.precision import Precision, add_precision_args, apply_precision
 from retab.models import build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
                                   state_dict_from_checkpoint)
-from retab.optim import make_optimizer, param_groups
+from retab.optim import OPTIMIZERS, make_optimizer, param_groups
 from retab.training import TrainConfig, make_loader, max_steps
 
 log = logging.getLogger("retab")
@@ -196,6 +196,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
         "--network": COMPATIBILITY_HELP,
         "--momentum": "real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec",
         "--weights": weights_help,
+        "--optimizer": "sgd: the published poly SGD; adamw: poly AdamW (not in the paper; for networks "
+                       "that start from a from-scratch classifier, as in the CPU demo)",
         "--out_dir": "where {session_name}.pth is written",
         "--resume": "go on from {out_dir}/{session_name}.last.pt (written after every epoch) if it exists",
     }
@@ -212,6 +214,7 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
     add("--num_workers", type=int, default=default_num_workers())
     add("--wt_dec", type=float, default=5e-4)
     add("--momentum", type=float, default=momentum)
+    add("--optimizer", choices=OPTIMIZERS, default="sgd")
     add("--train_list", default=train_list)
     add("--session_name", default=session_name)
     add("--crop_size", type=int, default=crop_size)
@@ -262,10 +265,12 @@ def make_train_config(args, session_name: str | None = None) -> TrainConfig:
 
 
 def make_train_optimizer(args, model: torch.nn.Module, n_samples: int, cfg: TrainConfig):
-    """The poly optimizer over the four parameter groups: --optimizer where a stage has it, else
-    the published SGD (momentum quirk unless --momentum)."""
-    return make_optimizer(getattr(args, "optimizer", "sgd"), param_groups(model), lr=args.lr,
-                          weight_decay=args.wt_dec, max_step=max_steps(n_samples, cfg), momentum=args.momentum)
+    """The poly optimizer over the four parameter groups: --optimizer (the published SGD, momentum
+    quirk unless --momentum; or AdamW)."""
+    if args.optimizer == "adamw" and args.momentum is not None:
+        raise RetabError("--momentum applies to --optimizer sgd only")
+    return make_optimizer(args.optimizer, param_groups(model), lr=args.lr, weight_decay=args.wt_dec,
+                          max_step=max_steps(n_samples, cfg), momentum=args.momentum)
 
 
 # ----------------------------------------------------------------------------- inference stages

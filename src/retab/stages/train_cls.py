@@ -31,7 +31,6 @@ from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.optim import OPTIMIZERS
 from retab.stages.common import (add_cls_labels_arg, add_training_args, calibrate_batchnorm, labels_table,
                                  load_initial_weights, make_train_config, make_train_optimizer, resolve_image_labels,
                                  setup_training, training_names)
@@ -87,8 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_cls", description=__doc__.splitlines()[0])
     add_training_args(p, session_name="resnet38_cls", max_epoches=15, lr=0.1, network="network.resnet38_cls",
                       weights_help=".params (ImageNet) or .pth; absent: random initialisation (with a warning)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd: the published poly SGD; adamw: poly AdamW for --from_scratch (not in the paper)")
     p.add_argument("--from_scratch", action="store_true",
                    help="no --weights: He initialisation, every layer and BatchNorm trains (not in the paper; "
                         "without it a random initialisation keeps the published frozen BatchNorms, with "
@@ -109,8 +106,6 @@ def main(argv=None) -> int:
     device, voc_root = setup_training(args)
     if args.from_scratch and args.weights:
         raise RetabError("--from_scratch trains from a random initialisation: drop --weights or --from_scratch")
-    if args.optimizer == "adamw" and args.momentum is not None:
-        raise RetabError("--momentum applies to --optimizer sgd only")
     if not 0.0 <= args.hue_jitter <= 0.5:
         raise RetabError(f"--hue_jitter must be in [0, 0.5], got {args.hue_jitter}")
     jitter = ColorJitter(DEFAULT_JITTER.brightness, DEFAULT_JITTER.contrast, DEFAULT_JITTER.saturation,
