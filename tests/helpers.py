@@ -2,6 +2,8 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 DRIVER_OUTPUTS = ("VOC2012", "voc12", "out", "best", "psa_initcam", "psa_afflabel", "tblog", "__pycache__")
 
@@ -15,3 +17,12 @@ def copy_driver(folder: str, dest_root: Path) -> Path:
     lib.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "psa" / "driver_lib.sh", lib)
     return dest
+
+
+def coded_image(h: int, w: int) -> np.ndarray:
+    """uint8 HxWx3 whose red channel is 5 x column and green 5 x row; blue 100 so nothing is black."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = 5 * np.arange(w)[None, :]
+    img[..., 1] = 5 * np.arange(h)[:, None]
+    img[..., 2] = 100
+    return img

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import coded_image
 from retab import voc
 from retab.data import transforms as T
 from retab.data.datasets import (
@@ -25,15 +26,6 @@ BLACK = ((0.0 - MEAN) / STD).astype(np.float32)  # a black pixel after normalisa
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def coded_image(h: int, w: int) -> np.ndarray:
-    """uint8 HxWx3 whose red channel is 5 x column and green 5 x row; blue 100 so nothing is black."""
-    img = np.zeros((h, w, 3), np.uint8)
-    img[..., 0] = 5 * np.arange(w)[None, :]
-    img[..., 1] = 5 * np.arange(h)[:, None]
-    img[..., 2] = 100
-    return img
-
 
 def denormalize(chw) -> np.ndarray:
     """float32 CHW (normalised) -> uint8-valued HxWx3 ints."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import copy_driver
+from helpers import coded_image, copy_driver
 from retab import voc
 from retab.data import SegTrainDataset
 from retab.data import transforms as T
@@ -128,14 +128,6 @@ def test_loss_upsamples_the_logit_grid_to_the_labels():
 
 
 # ----------------------------------------------------------------------------- the two label sources
-
-def coded_image(h: int, w: int) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    img[..., 0] = 5 * np.arange(w)[None, :]
-    img[..., 1] = 5 * np.arange(h)[:, None]
-    img[..., 2] = 100
-    return img
-
 
 def write_image(root: Path, name: str, arr: np.ndarray) -> None:
     path = voc.image_path(root, name)

@@ -175,15 +175,9 @@ def labels_from_mask(mask: np.ndarray) -> np.ndarray:
 
 def load_cls_labels(path) -> dict[str, np.ndarray]:
     """The published `cls_labels.npy`: a pickled dict name -> float32[20]."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetabError(f"{path}: cls_labels file not found")
-    try:
-        obj = np.load(path, allow_pickle=True).item()
-    except Exception as exc:  # noqa: BLE001
-        raise RetabError(f"{path}: not a pickled cls_labels dict ({exc})") from None
-    if not isinstance(obj, dict):
-        raise RetabError(f"{path}: expected a dict name -> float32[20], got {type(obj).__name__}")
+    from retab.misc.fileio import load_pickled_dict  # here: fileio imports this module
+
+    obj = load_pickled_dict(path, "cls_labels dict", "name -> float32[20]")
     return {str(k): np.asarray(v, np.float32) for k, v in obj.items()}
 
 

@@ -69,17 +69,22 @@ def save_score_dict(path, scores: dict) -> None:
     save_npy(path, {int(k): np.asarray(v, np.float32) for k, v in scores.items()})
 
 
-def load_score_dict(path) -> dict:
+def load_pickled_dict(path, what: str, layout: str) -> dict:
+    """The dict pickled in a `.npy` file; `what` names it and `layout` describes it in errors."""
     path = Path(path)
     if not path.is_file():
-        raise RetabError(f"{path}: score dict not found")
+        raise RetabError(f"{path}: {what} not found")
     try:
         obj = np.load(path, allow_pickle=True).item()
     except Exception as exc:  # noqa: BLE001
-        raise RetabError(f"{path}: not a pickled score dict ({exc})") from None
+        raise RetabError(f"{path}: not a pickled {what} ({exc})") from None
     if not isinstance(obj, dict):
-        raise RetabError(f"{path}: expected a dict label -> HxW map, got {type(obj).__name__}")
+        raise RetabError(f"{path}: expected a dict {layout}, got {type(obj).__name__}")
     return obj
+
+
+def load_score_dict(path) -> dict:
+    return load_pickled_dict(path, "score dict", "label -> HxW map")
 
 
 def _png_bytes(img: Image.Image) -> bytes:

@@ -128,6 +128,9 @@ def evaluate_rows(out: Path, fold: int) -> list[tuple[str, object]]:
     rows.append(("CAM (train)", cam.best))
     rows.append(("PSA random walk (train)", evaluate(train, psa_out / "psa_rw", gt, fold, progress=False).best))
     rows.append(("CAM + RETAB (train)", evaluate(train, retab_out / "rw_stage2", gt, fold, progress=False).best))
+    scan = evaluate(train, retab_out / "rw_cam_stage2", gt, fold, "npy_new",
+                    thresholds=scan_thresholds(RETAB_SCAN_LAST), progress=False)
+    rows.append(("CAM + RETAB, background scan (train)", scan.best))
     seg_pred = out / "seg" / "out" / f"fold{fold}_mixed" / "pred_val"
     if seg_pred.is_dir():
         rows.append(("segmentation, mixed (val)", evaluate(val, seg_pred, gt, fold, progress=False).best))
