@@ -37,15 +37,10 @@ cd "$(dirname "$0")"
 DRIVER=run_retab
 . ../psa/driver_lib.sh
 
-FOLD=${FOLD:-0}
 case $FOLD in
 0 | 1 | 2 | 3) ;;
 *) die "FOLD must be 0, 1, 2 or 3 (the PASCAL-5i fold), got '$FOLD'" ;;
 esac
-PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-auto}
-WIDTH=${WIDTH:-1.0}
-SEED=${SEED:-0}
 CROP_SIZE=${CROP_SIZE:-448}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}

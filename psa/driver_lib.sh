@@ -2,6 +2,13 @@
 # The sourcing driver sets DRIVER (its name in messages) and runs from its own folder; `step`
 # appends to $TIMINGS.
 
+# The settings every driver takes (documented in each driver's header).
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-auto}
+WIDTH=${WIDTH:-1.0}
+SEED=${SEED:-0}
+FOLD=${FOLD:-0}
+
 say() { echo "$DRIVER: $*"; }
 
 die() {

@@ -38,11 +38,9 @@ for var in VOC12HOME WEIGHTS CLS_CKPT OUT; do
 done
 cd "$(dirname "$0")"
 
-PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-auto}
-WIDTH=${WIDTH:-1.0}
-SEED=${SEED:-0}
-FOLD=${FOLD:-0}
+DRIVER=run_psa
+. ./driver_lib.sh
+
 CROP_SIZE=${CROP_SIZE:-448}
 RESIZE_LONG=${RESIZE_LONG:-256 512}
 BATCH_SIZE=${BATCH_SIZE:-8}
@@ -56,8 +54,6 @@ VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
-DRIVER=run_psa
-. ./driver_lib.sh
 
 CAM_DIR=$OUT/psa_trainaug_cam
 LA_DIR=$OUT/psa_trainaug_crf_4.0

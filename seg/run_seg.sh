@@ -32,11 +32,9 @@
 set -e
 cd "$(dirname "$0")"
 
-PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-auto}
-WIDTH=${WIDTH:-1.0}
-SEED=${SEED:-0}
-FOLD=${FOLD:-0}
+DRIVER=run_seg
+. ../psa/driver_lib.sh
+
 SUPERVISION=${SUPERVISION:-mixed}
 PSEUDO_DIR=${PSEUDO_DIR:-../RETAB/out/fold$FOLD/rw_stage2}
 CROP_SIZE=${CROP_SIZE:-321}
@@ -52,8 +50,6 @@ CLS_CKPT=${CLS_CKPT:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold${FOLD}_$SUPERVISION}
 PARAMS_NAME=ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
-DRIVER=run_seg
-. ../psa/driver_lib.sh
 
 SEG_CKPT=$OUT/res38_seg.pth
 PRED_DIR=$OUT/pred_val

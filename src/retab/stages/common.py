@@ -313,6 +313,15 @@ def process_share(names, stage: str, list_path) -> list[str]:
     return share
 
 
+def plan_inference(args, stage: str, output_paths: Callable[[str], dict[str, Path]]):
+    """The common start of a per-image stage: (VOC root, --amp/--channels_last, this process's
+    share of --infer_list, the `images_to_do` of that share)."""
+    voc_root = check_dir(args.voc12_root, "VOC2012")
+    precision = Precision.from_args(args)
+    names = process_share(voc.read_name_list(args.infer_list), stage, args.infer_list)
+    return voc_root, precision, names, images_to_do(names, output_paths, args.overwrite)
+
+
 def load_inference_model(kind: str, weights, width: float, device,
                          precision: Precision | None = None) -> tuple[torch.nn.Module, torch.device]:
     """(network `kind` with the trained weights, in eval mode on its device, that device);

@@ -33,11 +33,9 @@ from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
-from retab.misc.precision import Precision
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, image_loader, images_to_do,
-                                 labels_table, load_inference_model, process_share, resolve_image_labels,
-                                 setup_stage)
+from retab.stages.common import (add_cls_labels_arg, add_inference_args, image_loader, labels_table,
+                                 load_inference_model, plan_inference, resolve_image_labels, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -148,10 +146,7 @@ def main(argv=None) -> int:
     crf_workers = args.crf_workers
     if crf_workers is None:
         crf_workers = distributed.default_workers(os.cpu_count() or 1)
-    precision = Precision.from_args(args)
-    voc_root = check_dir(args.voc12_root, "VOC2012")
-    names = process_share(voc.read_name_list(args.infer_list), "infer_cls", args.infer_list)
-    todo = images_to_do(names, lambda name: output_paths(name, args), args.overwrite)
+    voc_root, precision, names, todo = plan_inference(args, "infer_cls", lambda name: output_paths(name, args))
     log.info("infer_cls: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0

@@ -24,17 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retab import voc
 from retab.cam import multiscale_inputs
 from retab.crf import dense_crf
 from retab.data import ImageDataset
 from retab.misc.args import add_runtime_args, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png
-from retab.misc.precision import Precision
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 process_share, setup_stage)
+from retab.stages.common import (add_inference_args, image_loader, load_inference_model, plan_inference,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -92,11 +90,8 @@ def main(argv=None) -> int:
     setup_stage(args)
     if any(s <= 0 for s in args.scales):
         raise RetabError(f"--scales must be positive, got {args.scales}")
-    voc_root = check_dir(args.voc12_root, "VOC2012")
     out_dir = Path(args.out_dir)
-    precision = Precision.from_args(args)
-    names = process_share(voc.read_name_list(args.infer_list), "infer_seg", args.infer_list)
-    todo = images_to_do(names, lambda name: {"png": out_dir / f"{name}.png"}, args.overwrite)
+    voc_root, precision, names, todo = plan_inference(args, "infer_seg", lambda name: {"png": out_dir / f"{name}.png"})
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0

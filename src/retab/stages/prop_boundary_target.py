@@ -16,15 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retab import voc
 from retab.boundary import boundary_target_map
 from retab.data import ImageDataset, image_to_tensor
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_gray_png
-from retab.misc.precision import Precision
-from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 process_share, setup_stage)
+from retab.stages.common import (add_inference_args, image_loader, load_inference_model, plan_inference,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -53,11 +51,9 @@ def main(argv=None) -> int:
     boundary_target_map(np.zeros((1, 1), np.float32), args.threshold, args.kernel)  # rejects a bad --kernel now
     if not 0.0 < args.threshold <= 1.0:
         raise RetabError(f"--threshold must lie in (0, 1], got {args.threshold}")
-    voc_root = check_dir(args.voc12_root, "VOC2012")
     out_dir = Path(args.out_dir)
-    precision = Precision.from_args(args)
-    names = process_share(voc.read_name_list(args.infer_list), "prop_boundary_target", args.infer_list)
-    todo = images_to_do(names, lambda name: {"map": out_dir / f"{name}.png"}, args.overwrite)
+    voc_root, precision, names, todo = plan_inference(args, "prop_boundary_target",
+                                                      lambda name: {"map": out_dir / f"{name}.png"})
     log.info("prop_boundary_target: %d images in %s, %d to do (kernel %d, threshold %g)", len(names),
              args.infer_list, len(todo), args.kernel, args.threshold)
     if not todo:
