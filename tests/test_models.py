@@ -434,3 +434,22 @@ def test_poly_adamw_same_schedule_equal_group_lrs_and_resume():
         make_optimizer("adamw", param_groups(net), lr=0.01, weight_decay=0.0, max_step=2, momentum=0.9)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("adam", param_groups(net), lr=0.01, weight_decay=0.0, max_step=2)
+
+
+def test_every_training_stage_takes_the_optimizer_flag():
+    import argparse
+
+    from retab.optim import PolyAdamW
+    from retab.stages import train_aff, train_affmixed_boundary, train_boundary, train_cls, train_seg
+    from retab.stages.common import make_train_config, make_train_optimizer
+
+    for stage in (train_cls, train_aff, train_boundary, train_affmixed_boundary, train_seg):
+        flag = next(a for a in stage.build_parser()._actions if "--optimizer" in a.option_strings)
+        assert flag.default == "sgd" and set(flag.choices) == {"sgd", "adamw"}  # published default
+    args = train_boundary.build_parser().parse_args(["--optimizer", "adamw", "--lr", "0.002"])
+    cfg = make_train_config(args)
+    opt = make_train_optimizer(args, TinyNet(), n_samples=16, cfg=cfg)
+    assert isinstance(opt, PolyAdamW) and opt.max_step == (16 // args.batch_size) * args.max_epoches
+    bad = argparse.Namespace(**{**vars(args), "momentum": 0.9})
+    with pytest.raises(RetabError, match="--momentum applies to --optimizer sgd only"):
+        make_train_optimizer(bad, TinyNet(), n_samples=16, cfg=cfg)
