@@ -10,7 +10,8 @@
 #   PYTHON       interpreter for the stage scripts [python3]; e.g. PYTHON=../.venv/bin/python
 #   DEVICE [auto]  WIDTH [1.0]  SEED [0]  FOLD [0] (base/novel columns of the evaluation)
 #   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-#                when present and WIDTH is 1.0, else none: trained from scratch, with a warning]
+#                when present and WIDTH is 1.0, else none: trained from scratch, with a warning];
+#                a .params file also initialises the affinity net (published), else the classifier does
 #   CLS_CKPT     trained classifier [best/res38_cls.pth]; trained first when absent
 #   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
 #   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
@@ -109,8 +110,13 @@ step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM
 if [ -f "$AFF_CKPT" ]; then
     say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
 else
+    # Published: the affinity net starts from the ImageNet .params; without them, from the classifier.
+    case ${WEIGHTS:-} in
+    *.params) AFF_INIT=$WEIGHTS ;;
+    *) AFF_INIT=$CLS_CKPT ;;
+    esac
     step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$CLS_CKPT" \
+        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$AFF_INIT" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
         --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
