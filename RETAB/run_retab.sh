@@ -27,8 +27,8 @@
 # Outputs under $OUT: boundary_model/resnet38_boundary_fold$FOLD.pth,
 # boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}/ (target maps),
 # affmodel/resnet38_affmixed_fold$FOLD.pth, rw_stage1/ rw_cam_stage1/ rw_stage2/ rw_cam_stage2/
-# (label PNGs and score dicts), evallog.txt, and timings.tsv (`step<TAB>seconds` per step run,
-# rewritten by every run). A rerun skips what is done: each net when its checkpoint exists (delete
+# (label PNGs and score dicts), evallog.txt, and timings.tsv (`step<TAB>seconds` per step, the
+# time of its last run). A rerun skips what is done: each net when its checkpoint exists (delete
 # it to retrain) and every image whose outputs exist; after retraining a net, delete the outputs
 # made from it (or all of $OUT), or they are kept as they are.
 set -e
@@ -78,7 +78,6 @@ LA_DIR=psa_afflabel/psa_trainaug_crf_4.0
 HA_DIR=psa_afflabel/psa_trainaug_crf_32.0
 
 mkdir -p "$OUT"
-: >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012

@@ -25,7 +25,7 @@ now() {
     case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
 }
 
-# step NAME COMMAND...: log, run, append `NAME<TAB>seconds` to $TIMINGS
+# step NAME COMMAND...: log, run, record `NAME<TAB>seconds` in $TIMINGS
 step() {
     name=$1
     shift
@@ -34,8 +34,20 @@ step() {
     "$@"
     end=$(now)
     seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    printf '%s\t%s\n' "$name" "$seconds" >>"$TIMINGS"
+    record_time "$name" "$seconds"
     say "[$name] done in ${seconds}s"
+}
+
+# record_time NAME SECONDS: $TIMINGS holds one line per step with the time of its last run, so a
+# rerun that skips finished steps still lists them; replaced through a temporary file.
+record_time() {
+    tmp="$TIMINGS.tmp.$$"
+    if [ -f "$TIMINGS" ] && awk -F '\t' -v n="$1" '$1 == n { found = 1 } END { exit !found }' "$TIMINGS"; then
+        awk -F '\t' -v n="$1" -v s="$2" 'BEGIN { OFS = "\t" } $1 == n { $2 = s } { print }' "$TIMINGS" >"$tmp"
+    else
+        { if [ -f "$TIMINGS" ]; then cat "$TIMINGS"; fi; printf '%s\t%s\n' "$1" "$2"; } >"$tmp"
+    fi
+    mv "$tmp" "$TIMINGS"
 }
 
 # link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder

@@ -23,7 +23,7 @@
 #
 # Outputs under $OUT: psa_trainaug_cam/, psa_trainaug_crf_4.0/, psa_trainaug_crf_32.0/ (what RETAB
 # links as psa_initcam / psa_afflabel), resnet38_aff.pth, psa_rw/, evallog.txt, and timings.tsv
-# (one `step<TAB>seconds` line per step run, rewritten by every run).
+# (one `step<TAB>seconds` line per step: the time of its last run, kept when a rerun skips it).
 # A rerun skips what is done: the classifier and the affinity net when their checkpoints exist
 # (delete them to retrain), and every image whose inference outputs exist.
 set -e
@@ -65,7 +65,6 @@ EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
 
 mkdir -p "$OUT"
-: >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
 use_dataset VOC2012 ../data/mini_voc/VOC2012

@@ -26,7 +26,7 @@
 #
 # Outputs under $OUT: res38_seg.pth (and res38_seg.last.pt, the per-epoch checkpoint), tblog/,
 # pred_val/ (label PNGs of val), evallog.txt (all/base/novel mIoU), timings.tsv (one
-# `step<TAB>seconds` line per step run, rewritten by every run).
+# `step<TAB>seconds` line per step, the time of its last run).
 # A rerun skips what is done: training when res38_seg.pth exists (delete it to retrain; an
 # interrupted training resumes from res38_seg.last.pt) and every val image whose PNG exists.
 set -e
@@ -62,7 +62,6 @@ mixed | full | weak) ;;
 esac
 
 mkdir -p "$OUT"
-: >"$TIMINGS"
 
 # ---------------------------------------------------------------- dataset and lists
 use_dataset VOC2012 ../RETAB/VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012

@@ -123,10 +123,15 @@ def test_rerun_skips_finished_outputs(psa_run):
                for p in sorted((out / d).iterdir())]
     watched += [psa_run["psa"] / "best" / "res38_cls.pth", out / "resnet38_aff.pth"]
     before = {p: p.stat().st_mtime_ns for p in watched}
-    run_psa(psa_run["psa"], psa_run["env"])
+    times_before = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
+    proc = run_psa(psa_run["psa"], psa_run["env"])
     assert {p: p.stat().st_mtime_ns for p in watched} == before
-    steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
-    assert steps == ["infer_cls", "eval_cam", "infer_aff", "eval_rw"]
+    ran = re.findall(r"^run_psa: \[(\w+)\] done", proc.stdout, re.M)
+    assert ran == ["infer_cls", "eval_cam", "infer_aff", "eval_rw"]
+    # timings.tsv keeps every step, in order, with the time of its last run
+    times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
+    assert list(times) == list(times_before)
+    assert {k: times[k] for k in times if k not in ran} == {k: times_before[k] for k in times if k not in ran}
 
 
 @pytest.mark.slow

@@ -431,11 +431,14 @@ def test_run_seg_sh_trains_infers_and_evaluates(tmp_path):
     assert steps == ["make_splits", "train_seg", "infer_seg", "eval_seg"]
     # a rerun keeps the trained net and the existing predictions
     stamp = (out / "res38_seg.pth").stat().st_mtime_ns
+    times_before = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     proc = run()
     assert "using the trained segmentation net" in proc.stdout
     assert (out / "res38_seg.pth").stat().st_mtime_ns == stamp
-    steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
-    assert steps == ["infer_seg", "eval_seg"]
+    assert re.findall(r"^run_seg: \[(\w+)\] done", proc.stdout, re.M) == ["infer_seg", "eval_seg"]
+    times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
+    assert list(times) == ["make_splits", "train_seg", "infer_seg", "eval_seg"]  # the skipped steps stay
+    assert (times["make_splits"], times["train_seg"]) == (times_before["make_splits"], times_before["train_seg"])
     # a missing pseudo folder is a clear error
     env["PSEUDO_DIR"] = str(tmp_path / "nowhere")
     env["OUT"] = "out/other"
