@@ -41,13 +41,10 @@ step() {
 # record_time NAME SECONDS: $TIMINGS holds one line per step with the time of its last run, so a
 # rerun that skips finished steps still lists them; replaced through a temporary file.
 record_time() {
-    tmp="$TIMINGS.tmp.$$"
-    if [ -f "$TIMINGS" ] && awk -F '\t' -v n="$1" '$1 == n { found = 1 } END { exit !found }' "$TIMINGS"; then
-        awk -F '\t' -v n="$1" -v s="$2" 'BEGIN { OFS = "\t" } $1 == n { $2 = s } { print }' "$TIMINGS" >"$tmp"
-    else
-        { if [ -f "$TIMINGS" ]; then cat "$TIMINGS"; fi; printf '%s\t%s\n' "$1" "$2"; } >"$tmp"
-    fi
-    mv "$tmp" "$TIMINGS"
+    [ -f "$TIMINGS" ] || : >"$TIMINGS"
+    awk -F '\t' -v n="$1" -v s="$2" 'BEGIN { OFS = "\t" } $1 == n { $2 = s; found = 1 } { print }
+        END { if (!found) print n, s }' "$TIMINGS" >"$TIMINGS.tmp.$$"
+    mv "$TIMINGS.tmp.$$" "$TIMINGS"
 }
 
 # link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder

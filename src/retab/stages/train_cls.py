@@ -103,11 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    device, voc_root = setup_training(args)
+    # flag checks first: under torchrun, setup_training joins the process group
     if args.from_scratch and args.weights:
         raise RetabError("--from_scratch trains from a random initialisation: drop --weights or --from_scratch")
     if not 0.0 <= args.hue_jitter <= 0.5:
         raise RetabError(f"--hue_jitter must be in [0, 0.5], got {args.hue_jitter}")
+    device, voc_root = setup_training(args)
     jitter = ColorJitter(DEFAULT_JITTER.brightness, DEFAULT_JITTER.contrast, DEFAULT_JITTER.saturation,
                          args.hue_jitter)
 
