@@ -203,11 +203,11 @@ def test_existing_foreign_dir_is_an_error_unless_overwrite(root, tmp_path, capsy
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 
-    def failing_render(seed, index, first_class):
+    def failing_render(seed, index, first_class, side):
         calls.append(index)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return scene.render_sample(seed, index, first_class)
+        return scene.render_sample(seed, index, first_class, side)
 
     monkeypatch.setattr(synth_voc, "render_sample", failing_render)
     with pytest.raises(KeyboardInterrupt):
@@ -218,6 +218,24 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 def test_negative_seed_is_rejected(tmp_path):
     with pytest.raises(RetabError, match="seed"):
         synth_voc.generate(tmp_path / "x", seed=-1, scale=SCALE)
+
+
+def test_image_side_sets_picture_sizes_and_is_part_of_the_identity(tmp_path):
+    """--image_side: every picture's sides lie in the range; the marker records it, so a rerun
+    with the same range skips and one with another range (or the default) refuses to overwrite."""
+    out = tmp_path / "VOC2012"
+    synth_voc.generate(out, seed=SEED, scale=SCALE, image_side=(150, 160))
+    sizes = {Image.open(p).size for p in (out / "JPEGImages").iterdir()}
+    assert all(150 <= w <= 160 and 150 <= h <= 160 for w, h in sizes) and len(sizes) > 3
+    assert synth_voc.read_marker(out)["image_side"] == [150, 160]
+    stamp = (out / synth_voc.MARKER).stat().st_mtime_ns
+    synth_voc.generate(out, seed=SEED, scale=SCALE, image_side=(150, 160))  # skipped
+    assert (out / synth_voc.MARKER).stat().st_mtime_ns == stamp
+    for other in [(150, 170), scene.IMAGE_SIDE]:
+        with pytest.raises(RetabError, match="image sides"):
+            synth_voc.generate(out, seed=SEED, scale=SCALE, image_side=other)
+    with pytest.raises(RetabError, match="image_side"):
+        synth_voc.generate(tmp_path / "y", seed=SEED, scale=SCALE, image_side=(300, 200))
 
 
 # ----------------------------------------------------------------------------- building blocks

@@ -63,6 +63,17 @@ DEMO_ENV = {
 }
 
 
+def demo_settings(overrides: list[str], device: str = "cpu") -> dict:
+    """DEMO_ENV with the device and `KEY=VALUE` overrides applied (unknown keys are an error)."""
+    settings = {**DEMO_ENV, "DEVICE": device}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in DEMO_ENV:
+            raise RetabError(f"--set {item!r}: expected KEY=VALUE with KEY one of {' '.join(sorted(DEMO_ENV))}")
+        settings[key] = value
+    return settings
+
+
 def repo_root() -> Path:
     """The source checkout holding the drivers (the package is installed editable from it)."""
     root = Path(__file__).resolve().parents[3]
@@ -182,9 +193,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     parser.add_argument("--fold", type=int, default=0, help="fold of the RETAB and segmentation steps")
     parser.add_argument("--no_seg", action="store_true", help="stop after the RETAB step")
+    parser.add_argument("--device", default=DEMO_ENV["DEVICE"], choices=("auto", "cpu", "cuda"),
+                        help="device of every stage (default cpu)")
+    parser.add_argument("--image_side", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="picture sizes of the mini-VOC (default: synth_voc's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of the demo's driver settings (e.g. --set CLS_EPOCHS=40); "
+                        "repeatable; keys: " + " ".join(sorted(DEMO_ENV)))
     args = parser.parse_args(argv)
     setup_logging()
     voc.check_fold(args.fold)
+    settings = demo_settings(args.set, device=args.device)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = repo_root()
@@ -193,17 +212,18 @@ def main(argv=None) -> int:
     voc_root = out / "data" / "VOC2012"
     from retab.stages import synth_voc
     start = time.perf_counter()
-    if synth_voc.main(["--out", str(voc_root), "--scale", args.scale, "--seed", str(args.seed)]):
+    side = ["--image_side", *map(str, args.image_side)] if args.image_side else []
+    if synth_voc.main(["--out", str(voc_root), "--scale", args.scale, "--seed", str(args.seed), *side]):
         raise RetabError(f"{voc_root}: generating the mini-VOC failed")
     timings = [("data", "synth_voc", time.perf_counter() - start)]
     copy_drivers(root, out)
 
     env = dict(os.environ)
-    env.update(DEMO_ENV)
+    env.update(settings)
     env.update({"PYTHON": sys.executable, "VOC12HOME": str(voc_root), "FOLD": str(args.fold),
                 "SEED": str(args.seed), "PYTHONUNBUFFERED": "1"})
-    steps = [("psa", {"AFF_EPOCHS": DEMO_ENV["AFF_EPOCHS_PSA"]}),
-             ("RETAB", {"AFF_EPOCHS": DEMO_ENV["AFF_EPOCHS_RETAB"], "AFF_LR": DEMO_ENV["AFF_LR_RETAB"]})]
+    steps = [("psa", {"AFF_EPOCHS": settings["AFF_EPOCHS_PSA"]}),
+             ("RETAB", {"AFF_EPOCHS": settings["AFF_EPOCHS_RETAB"], "AFF_LR": settings["AFF_LR_RETAB"]})]
     if not args.no_seg:
         steps.append(("seg", {}))
     log_path = out / "demo.log"

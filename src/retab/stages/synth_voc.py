@@ -1,4 +1,4 @@
-"""`retab synth_voc --out DIR [--seed S] [--scale tiny|small|medium] [--overwrite]`
+"""`retab synth_voc --out DIR [--seed S] [--scale tiny|small|medium] [--image_side MIN MAX] [--overwrite]`
 
 Generates a synthetic mini-VOC: a complete PASCAL VOC 2012 root (JPEGImages, Annotations,
 SegmentationClass, SegmentationObject, SegmentationClassAug, ImageSets/Segmentation) whose pictures
@@ -6,7 +6,7 @@ are drawn by `retab.synth.scene`. As in VOC, the masks of the train and val imag
 along every object outline, while the other images (the "SBD" part, present only in
 SegmentationClassAug) have unbanded masks; SegmentationClass and SegmentationObject exist only for
 trainval. The tree is written into a hidden sibling folder and renamed to DIR at the end, with a
-marker file `.synth_voc.json` (seed, scale, generator version) written last: a rerun with the same
+marker file `.synth_voc.json` (seed, scale, image sides, generator version) written last: a rerun with the same
 parameters finds the marker and skips; an interrupted run leaves no half-written DIR.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_image, save_label_png, write_text
-from retab.synth.scene import Sample, outline_band, render_sample
+from retab.synth.scene import IMAGE_SIDE, Sample, outline_band, render_sample
 
 log = logging.getLogger("retab")
 
@@ -168,19 +168,25 @@ def write_image_files(root: Path, item: PlannedImage, sample: Sample) -> np.ndar
 
 # ----------------------------------------------------------------------------- whole dataset
 
-def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False) -> dict:
+def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False,
+             image_side: tuple[int, int] = IMAGE_SIDE) -> dict:
     """Write the dataset to `out` (see the module docstring); returns the summary counts."""
     out = Path(out)
     if seed < 0:
         raise RetabError(f"--seed must be a non-negative integer, got {seed}")
+    image_side = check_image_side(image_side)
     plan = plan_dataset(seed, scale)
     params = {"generator": "retab synth_voc", "version": GENERATOR_VERSION, "seed": seed, "scale": scale}
+    if image_side != IMAGE_SIDE:  # the default is not recorded, so older markers still match
+        params["image_side"] = list(image_side)
+    described = f"seed {seed}, scale {scale}, image sides {image_side[0]}..{image_side[1]}"
     existing = read_marker(out)
-    if existing is not None and all(existing.get(k) == v for k, v in params.items()):
-        log.info("%s already holds the synthetic mini-VOC (seed %d, scale %s); skipping", out, seed, scale)
+    if (existing is not None and all(existing.get(k) == v for k, v in params.items())
+            and existing.get("image_side") == params.get("image_side")):
+        log.info("%s already holds the synthetic mini-VOC (%s); skipping", out, described)
         return existing["summary"]
     if out.exists() and not overwrite and not _is_empty_dir(out):
-        raise RetabError(f"{out}: exists and is not a synth_voc dataset with seed {seed} and scale {scale}; "
+        raise RetabError(f"{out}: exists and is not a synth_voc dataset with {described}; "
                          "pass --overwrite to replace it")
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +194,7 @@ def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False) 
     tmp.mkdir()
     try:
         start = time.perf_counter()
-        summary = _write_dataset(tmp, seed, plan)
+        summary = _write_dataset(tmp, seed, plan, image_side)
         write_text(tmp / MARKER, json.dumps({**params, "summary": summary}, indent=1) + "\n")
         _replace(tmp, out)
     except BaseException:
@@ -198,12 +204,19 @@ def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False) 
     return summary
 
 
-def _write_dataset(root: Path, seed: int, plan: list[PlannedImage]) -> dict:
+def check_image_side(side) -> tuple[int, int]:
+    low, high = (int(v) for v in side)
+    if not 64 <= low <= high <= 2048:
+        raise RetabError(f"--image_side must be MIN MAX with 64 <= MIN <= MAX <= 2048, got {low} {high}")
+    return low, high
+
+
+def _write_dataset(root: Path, seed: int, plan: list[PlannedImage], image_side=IMAGE_SIDE) -> dict:
     novel_counts = np.zeros((voc.NUM_FOLDS, 2), int)  # fold -> (base, novel) samples of train_aug
     objects = {split: np.zeros(voc.NUM_CLASSES, int) for split in ("train", "val", "train_aug")}
     images = {split: np.zeros(voc.NUM_CLASSES, int) for split in ("train", "val")}
     for item in tqdm(plan, desc="synth_voc", unit="img"):
-        sample = render_sample(seed, item.index, item.first_class)
+        sample = render_sample(seed, item.index, item.first_class, image_side)
         aug = write_image_files(root, item, sample)
         in_train_aug = item.split != "val"
         counted = ([item.split] if item.split in objects else []) + (["train_aug"] if in_train_aug else [])
@@ -295,8 +308,11 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", choices=list(SCALES), default="small",
                         help="tiny (tests, %d images), small (demo, %d), medium (%d); default small"
                         % tuple(SCALES[s].total for s in ("tiny", "small", "medium")))
+    parser.add_argument("--image_side", type=int, nargs=2, metavar=("MIN", "MAX"), default=IMAGE_SIDE,
+                        help="range of picture widths and heights in pixels (default %d %d; VOC's "
+                        "pictures are about 500 x 375)" % IMAGE_SIDE)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
     setup_logging()
-    generate(args.out, seed=args.seed, scale=args.scale, overwrite=args.overwrite)
+    generate(args.out, seed=args.seed, scale=args.scale, overwrite=args.overwrite, image_side=tuple(args.image_side))
     return 0

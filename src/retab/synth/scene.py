@@ -20,7 +20,7 @@ from retab.synth.textures import Derived, Material, material_colour, sample_mate
 from retab.voc import CATEGORIES
 
 SUPERSAMPLE = 3  # polygons are drawn at 3x and averaged down: soft, anti-aliased edges
-IMAGE_SIDE = (128, 200)  # width and height are drawn independently in this range
+IMAGE_SIDE = (128, 200)  # default range of width and height (each drawn independently)
 MIN_BAR_PX = 2.0  # thinnest limb, in pixels
 MIN_VISIBLE_PX = 120  # an object keeps at least this many visible pixels ...
 MIN_VISIBLE_FRACTION = 0.3  # ... and this fraction of its pixels in the image unoccluded ...
@@ -132,10 +132,11 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1, index])
 
 
-def render_sample(seed: int, index: int, first_class: int) -> Sample:
-    """Image `index` of the dataset made with `seed`; `first_class` (1..20) is always in it."""
+def render_sample(seed: int, index: int, first_class: int, side: tuple[int, int] = IMAGE_SIDE) -> Sample:
+    """Image `index` of the dataset made with `seed`; `first_class` (1..20) is always in it; width
+    and height are drawn in `side` (objects and clutter are sized relative to the picture)."""
     rng = image_rng(seed, index)
-    width, height = (int(v) for v in rng.integers(IMAGE_SIDE[0], IMAGE_SIDE[1] + 1, 2))
+    width, height = (int(v) for v in rng.integers(side[0], side[1] + 1, 2))
     classes = _choose_classes(rng, first_class)
     style = CLASS_STYLES[CATEGORIES[first_class - 1]]
     scene = str(rng.choice(style.scenes)) if rng.random() < SCENE_FROM_CLASS_P else str(rng.choice(list(SCENES)))
