@@ -2,8 +2,8 @@
 through `tools/gpu_check.sh` on a lent GPU machine).
 
 On CUDA, convolutions may use TF32 and cuDNN picks its own algorithms, so results agree with the
-CPU to a stated tolerance, not bit for bit; the random walk (float64 sparse products) agrees to
-1e-9 and gives the same labels.
+CPU to a stated tolerance, not bit for bit; the random walk (float32 affinities, float64 walk)
+agrees to 1e-5 relative (measured 3.5e-7 on an H200) and gives the same labels.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_random_walk_on_cuda_equals_cpu(mode, size):
     nb = None if mode == "psa" else nonboundary
     cpu = random_walk(features, scores, sorted(cams), mode, nb)
     gpu = random_walk(features.to(CUDA), scores, sorted(cams), mode, nb)
-    np.testing.assert_allclose(gpu, cpu, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=0)
     np.testing.assert_array_equal(labels_from_scores(gpu), labels_from_scores(cpu))
 
 
@@ -118,3 +118,9 @@ def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
         moved = (a[k] - init[k]).abs().max()
         assert moved > 0
         assert (b[k].cpu() - a[k]).abs().max() <= 0.1 * moved, k
+
+
+def test_plain_cuda_names_the_current_gpu():
+    from retab.misc.distributed import process_device
+    assert process_device("cuda") == torch.device("cuda", torch.cuda.current_device())
+    assert process_device("auto").type == "cuda"

@@ -1,8 +1,32 @@
-"""`retab demo`'s settings: the demo's driver settings with --device and --set overrides."""
+"""`retab demo`'s settings: the demo's driver settings with --device and --set overrides, and an
+environment for the drivers that the caller's shell cannot change."""
+import re
+from pathlib import Path
+
 import pytest
 
 from retab.misc.errors import RetabError
-from retab.stages.demo import DEMO_ENV, demo_settings
+from retab.stages.demo import DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_driver_settings_are_what_the_drivers_read():
+    scripts = [REPO / "psa" / "run_psa.sh", REPO / "psa" / "driver_lib.sh", REPO / "RETAB" / "run_retab.sh",
+               REPO / "seg" / "run_seg.sh"]
+    read = set()
+    for script in scripts:
+        read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:-]", script.read_text()))
+    assert read - {"PYTHONPATH"} == set(DRIVER_SETTINGS)
+
+
+def test_driver_environment_drops_the_callers_driver_settings(monkeypatch):
+    monkeypatch.setenv("OUT", "/somewhere/else")
+    monkeypatch.setenv("WEIGHTS", "mine.pth")
+    monkeypatch.setenv("RETAB_UNRELATED", "kept")
+    env = driver_environment({"DEVICE": "cpu"}, FOLD="3")
+    assert "OUT" not in env and "WEIGHTS" not in env
+    assert env["RETAB_UNRELATED"] == "kept" and env["DEVICE"] == "cpu" and env["FOLD"] == "3"
 
 
 def test_demo_settings_apply_device_and_overrides_without_touching_the_defaults():
@@ -15,7 +39,7 @@ def test_demo_settings_apply_device_and_overrides_without_touching_the_defaults(
     assert DEMO_ENV == before and demo_settings([])["DEVICE"] == "cpu"
 
 
-@pytest.mark.parametrize("item", ["CLS_EPOCH=3", "CLS_EPOCHS", "=3"])
+@pytest.mark.parametrize("item", ["CLS_EPOCH=3", "CLS_EPOCHS", "=3", "OUT=/tmp/x", "FOLD=2"])
 def test_demo_settings_reject_unknown_keys_and_missing_values(item):
     with pytest.raises(RetabError, match="KEY=VALUE"):
         demo_settings([item])

@@ -117,6 +117,8 @@ def process_device(name: str = "auto"):
                              "start at most one process per GPU (torchrun --nproc_per_node)")
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
+        if device.index is None:  # plain `cuda`: the current GPU, named (set_device needs an index)
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 

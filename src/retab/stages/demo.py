@@ -63,15 +63,37 @@ DEMO_ENV = {
 }
 
 
+# Every environment setting the three drivers read. The demo's runs see only DEMO_ENV and --set
+# values of these, never the caller's shell (an `OUT` or `WEIGHTS` left there would move or change
+# the demo's outputs); tests/test_demo.py keeps this list equal to what the drivers read.
+DRIVER_SETTINGS = (
+    "AFF_EPOCHS", "AFF_LR", "ALPHA", "BATCH_SIZE", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES", "CLS_CKPT",
+    "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS", "CROP_SIZE", "DEVICE", "FLIP", "FOLD",
+    "HUE_JITTER", "INFER_LIST", "KERNEL", "MOMENTUM", "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS", "PSA_OUT",
+    "PSEUDO_DIR", "PYTHON", "RESIZE_LONG", "SCALES", "SEED", "SEG_EPOCHS", "SEG_LR", "SEG_MOMENTUM",
+    "SUPERVISION", "SYNTH_SCALE", "THRESHOLD", "VAL_LIST", "VOC12HOME", "WEIGHTS", "WIDTH",
+)
+# what --set may change: the demo's own settings and the drivers' tuning knobs (not the paths and
+# the fold, which the demo lays out itself)
+SETTABLE = sorted(set(DEMO_ENV) | {"ALPHA", "CRF", "CRF_WORKERS", "FLIP", "KERNEL", "MOMENTUM", "SEG_MOMENTUM",
+                                   "THRESHOLD"})
+
+
 def demo_settings(overrides: list[str], device: str = "cpu") -> dict:
-    """DEMO_ENV with the device and `KEY=VALUE` overrides applied (unknown keys are an error)."""
+    """DEMO_ENV with the device and `KEY=VALUE` overrides applied (keys outside SETTABLE are an error)."""
     settings = {**DEMO_ENV, "DEVICE": device}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or key not in DEMO_ENV:
-            raise RetabError(f"--set {item!r}: expected KEY=VALUE with KEY one of {' '.join(sorted(DEMO_ENV))}")
+        if not sep or key not in SETTABLE:
+            raise RetabError(f"--set {item!r}: expected KEY=VALUE with KEY one of {' '.join(SETTABLE)}")
         settings[key] = value
     return settings
+
+
+def driver_environment(settings: dict, **fixed) -> dict:
+    """The caller's environment without any driver setting, then `settings` and `fixed`."""
+    env = {k: v for k, v in os.environ.items() if k not in DRIVER_SETTINGS}
+    return {**env, **settings, **fixed}
 
 
 def repo_root() -> Path:
@@ -199,7 +221,7 @@ def main(argv=None) -> int:
                         help="picture sizes of the mini-VOC (default: synth_voc's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the demo's driver settings (e.g. --set CLS_EPOCHS=40); "
-                        "repeatable; keys: " + " ".join(sorted(DEMO_ENV)))
+                        "repeatable; keys: " + " ".join(SETTABLE))
     args = parser.parse_args(argv)
     setup_logging()
     voc.check_fold(args.fold)
@@ -218,10 +240,8 @@ def main(argv=None) -> int:
     timings = [("data", "synth_voc", time.perf_counter() - start)]
     copy_drivers(root, out)
 
-    env = dict(os.environ)
-    env.update(settings)
-    env.update({"PYTHON": sys.executable, "VOC12HOME": str(voc_root), "FOLD": str(args.fold),
-                "SEED": str(args.seed), "PYTHONUNBUFFERED": "1"})
+    env = driver_environment(settings, PYTHON=sys.executable, VOC12HOME=str(voc_root), FOLD=str(args.fold),
+                             SEED=str(args.seed), PYTHONUNBUFFERED="1")
     steps = [("psa", {"AFF_EPOCHS": settings["AFF_EPOCHS_PSA"]}),
              ("RETAB", {"AFF_EPOCHS": settings["AFF_EPOCHS_RETAB"], "AFF_LR": settings["AFF_LR_RETAB"]})]
     if not args.no_seg:
