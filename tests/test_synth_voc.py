@@ -302,7 +302,15 @@ def test_signature_colours_are_on_objects_only():
     for _, upper, lower, _ in catalog.SCENES.values():
         for entry in tuple(upper) + tuple(lower):
             surfaces += specs(entry)
+    for name in CATEGORIES:  # the other slots of every class too
+        slot = catalog.SIGNATURES[name][0]
+        surfaces += [s for other, entry in catalog.CLASS_STYLES[name].materials.items() if other != slot
+                     for s in specs(entry)]
     assert all(s.sat[1] <= catalog.BACKGROUND_MAX_SAT for s in surfaces)
+    for fold in range(4):  # the classes of one fold are 72 degrees apart
+        fold_hues = sorted(hues[5 * fold:5 * fold + 5])
+        gaps = np.diff(fold_hues + [fold_hues[0] + 360])
+        assert list(gaps) == [72] * 5
     rng = np.random.default_rng(0)
     for name in CATEGORIES:
         materials = catalog.CLASS_STYLES[name].materials
