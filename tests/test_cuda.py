@@ -114,10 +114,19 @@ def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
     b = torch.load(out / "cls.pth", weights_only=True)
     init = torch.load(tree / "cls_init.pth", weights_only=True)
     assert list(a) == list(b) == list(init)
+    steps = torch.load(out / "cls.last.pt", weights_only=False)["optimizer"]["poly"]["global_step"]
     for k in ("fc8.weight", "b3.conv_branch2a.weight", "b7.conv_branch2b2.weight"):
         moved = (a[k] - init[k]).abs().max()
         assert moved > 0
-        assert (b[k].cpu() - a[k]).abs().max() <= 0.1 * moved, k
+        if variant == "cuda_fp16":
+            # the GradScaler may skip the first steps (gradients overflow at its initial scale of
+            # 2**16) and then the run takes fewer steps: ask for the same direction of travel
+            assert 1 <= steps <= 4
+            da, db = (a[k] - init[k]).flatten(), (b[k].cpu() - init[k]).flatten()
+            assert torch.nn.functional.cosine_similarity(da, db, dim=0) > 0.9, k
+        else:
+            assert steps == 4
+            assert (b[k].cpu() - a[k]).abs().max() <= 0.1 * moved, k
 
 
 def test_plain_cuda_names_the_current_gpu():
