@@ -33,7 +33,8 @@
 # (label PNGs and score dicts), evallog.txt, and timings.tsv (`step<TAB>seconds` per step, the
 # time of its last run). A rerun skips what is done: each net when its checkpoint exists (delete
 # it to retrain) and every image whose outputs exist; after retraining a net, delete the outputs
-# made from it (or all of $OUT), or they are kept as they are.
+# made from it (or all of $OUT), or they are kept as they are. An interrupted training goes on
+# from its last finished epoch (--resume).
 set -e
 cd "$(dirname "$0")"
 
@@ -105,7 +106,7 @@ else
         --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
         --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
         --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
-        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
 step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
@@ -125,7 +126,7 @@ else
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
         --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk

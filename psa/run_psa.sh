@@ -28,7 +28,8 @@
 # links as psa_initcam / psa_afflabel), resnet38_aff.pth, psa_rw/, evallog.txt, and timings.tsv
 # (one `step<TAB>seconds` line per step: the time of its last run, kept when a rerun skips it).
 # A rerun skips what is done: the classifier and the affinity net when their checkpoints exist
-# (delete them to retrain), and every image whose inference outputs exist.
+# (delete them to retrain), and every image whose inference outputs exist; an interrupted training
+# goes on from its last finished epoch (--resume).
 set -e
 
 # Relative paths given in the environment are relative to where the command was run from
@@ -93,7 +94,7 @@ else
         --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
         --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
         "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
 # ---------------------------------------------------------------- CAMs and CRF labels on train_aug
@@ -122,7 +123,7 @@ else
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
         --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
 
 step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \

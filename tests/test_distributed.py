@@ -72,7 +72,7 @@ def build_voc(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    voc_root = build_voc(tmp / "VOC2012")
+    build_voc(tmp / "VOC2012")
     (tmp / "train.txt").write_text("".join(n + "\n" for n in TRAIN))
     (tmp / "val.txt").write_text("".join(n + "\n" for n in VAL))
     (tmp / "all.txt").write_text("".join(n + "\n" for n in sorted(IMAGES)))

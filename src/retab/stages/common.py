@@ -40,7 +40,7 @@ from retab.models import build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
                                   state_dict_from_checkpoint)
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
-from retab.training import TrainConfig, make_loader, max_steps
+from retab.training import TrainConfig, checkpoint_paths, make_loader, max_steps
 
 log = logging.getLogger("retab")
 
@@ -256,12 +256,18 @@ def training_names(train_list) -> list[str]:
 
 
 def make_train_config(args, session_name: str | None = None) -> TrainConfig:
-    """TrainConfig of the training flags; `session_name` replaces --session_name (a fold's default)."""
-    return TrainConfig(session_name=args.session_name if session_name is None else session_name,
-                       max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
-                       seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None,
-                       resume=getattr(args, "resume", False), amp=getattr(args, "amp", "none"),
-                       channels_last=getattr(args, "channels_last", False))
+    """TrainConfig of the training flags; `session_name` replaces --session_name (a fold's default).
+    --resume before any epoch was saved trains from the start (the drivers always pass --resume, so
+    that a rerun after an interruption goes on where it stopped)."""
+    cfg = TrainConfig(session_name=args.session_name if session_name is None else session_name,
+                      max_epoches=args.max_epoches, batch_size=args.batch_size, num_workers=args.num_workers,
+                      seed=args.seed, out_dir=args.out_dir, tblog_dir=args.tblog_dir or None,
+                      resume=getattr(args, "resume", False), amp=getattr(args, "amp", "none"),
+                      channels_last=getattr(args, "channels_last", False))
+    last_path = checkpoint_paths(cfg)[1]
+    if cfg.resume and not last_path.is_file():
+        log.info("--resume: no %s yet, training from the start", last_path)
+    return cfg
 
 
 def make_train_optimizer(args, model: torch.nn.Module, n_samples: int, cfg: TrainConfig):

@@ -7,7 +7,8 @@ novel sample labelled from its la / ha CRF dicts, with the boundary pixels of it
 the 1/8 grid, loss = bg/4 + fg/4 + neg/2. --novel_list is checked against the train list: every
 image must be either base or novel. The published flag names --base_dir, --novel_dir and --gt_dir
 are accepted (GT masks are always read from {voc12_root}/SegmentationClassAug). The state dict
-goes to `{out_dir}/{session_name}.pth`.
+goes to `{out_dir}/{session_name}.pth`; a resumable `{session_name}.last.pt` is written after every
+epoch and `--resume` continues from it (same step, same learning rate, same random streams).
 """
 from __future__ import annotations
 
@@ -72,9 +73,11 @@ def check_gt_dir(gt_dir, voc_root: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_affmixed_boundary", description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default base/novel lists)")
-    add_training_args(p, session_name=None, max_epoches=8, lr=0.01, network="network.resnet38_aff", resume=False,
+    add_training_args(p, session_name=None, max_epoches=8, lr=0.01, network="network.resnet38_aff",
                       weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
-                      helps={"--session_name": "default resnet38_affmixed_fold{F}"})
+                      helps={"--session_name": "default resnet38_affmixed_fold{F}",
+                             "--out_dir": "where {session_name}.pth and .last.pt are written",
+                             "--resume": "continue from {out_dir}/{session_name}.last.pt"})
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
     p.add_argument("--base_list", "--base_dir", dest="base_list", default=None,
                    help="base samples, .txt or .npy (default: {list_dir}/trainaug_fold{F}_base)")

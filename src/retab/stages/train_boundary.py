@@ -6,7 +6,9 @@ foreground = the rest; loss = mean BCE over boundary + 0.5 mean over background 
 foreground (retab.boundary.boundary_loss). Augmentation: jitter, joint crop (mask padding 0),
 normalise, flip. Initial weights: the ImageNet .params as published, or a .pth (e.g. the PSA
 classifier: its backbone, non-strict with a report). The state dict goes to
-`{out_dir}/{session_name}.pth` (session_name may hold a folder, as in the published script).
+`{out_dir}/{session_name}.pth` (session_name may hold a folder, as in the published script); a
+resumable `{session_name}.last.pt` is written after every epoch and `--resume` continues from it
+(same step, same learning rate, same random streams).
 """
 from __future__ import annotations
 
@@ -58,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_boundary", description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default --train_list)")
     add_training_args(p, session_name=None, max_epoches=8, lr=0.001, network="network.resnet38_boundary",
-                      train_list=None, resume=False,
+                      train_list=None,
                       weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
                       helps={"--train_list": "base samples (default: {list_dir}/trainaug_fold{F}_base.txt or .npy)",
-                             "--session_name": "default resnet38_boundary_fold{F}"})
+                             "--session_name": "default resnet38_boundary_fold{F}",
+                             "--out_dir": "where {session_name}.pth and .last.pt are written",
+                             "--resume": "continue from {out_dir}/{session_name}.last.pt"})
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (default voc12)")
     add_runtime_args(p)
     return p

@@ -36,7 +36,7 @@ from retab.models.segmentation import segmentation_loss
 from retab.stages.common import (add_training_args, check_dir, load_initial_weights, make_train_config,
                                  make_train_optimizer, setup_training, training_names)
 from retab.stages.make_splits import fold_list_path
-from retab.training import checkpoint_paths, train
+from retab.training import train
 
 log = logging.getLogger("retab")
 
@@ -126,8 +126,6 @@ def main(argv=None) -> int:
     model = build_model("seg", args.width)
     load_initial_weights(model, args.weights)
     cfg = make_train_config(args)
-    if args.resume and not checkpoint_paths(cfg)[1].is_file():
-        log.warning("--resume: no %s yet, training from the start", checkpoint_paths(cfg)[1])
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_seg fold %d, %s supervision: %d images (%d with GT, %d with pseudo labels), "
              "%d epochs of %d steps, width %g, on %s", args.fold, args.supervision, len(names),
