@@ -245,20 +245,32 @@ def test_outline_band_hand_cases():
     inst[4, 4] = 1  # one pixel: the band is the 5 x 5 square around it
     expected = np.zeros((9, 9), bool)
     expected[2:7, 2:7] = True
-    assert np.array_equal(scene.outline_band(inst), expected)
+    assert np.array_equal(scene.outline_band(inst, 5), expected)
     inst[:] = 0
     inst[0, 0] = 2  # at the corner the window is clipped by the image, not padded with a value
     expected[:] = False
     expected[0:3, 0:3] = True
-    assert np.array_equal(scene.outline_band(inst), expected)
+    assert np.array_equal(scene.outline_band(inst, 5), expected)
     assert not scene.outline_band(np.full((6, 7), 3, np.uint8)).any()
+    inst[:] = 0
+    inst[4, 4] = 1  # a small map takes the smallest band: 3 x 3
+    expected[:] = False
+    expected[3:6, 3:6] = True
+    assert np.array_equal(scene.outline_band(inst), expected)
+
+
+def test_band_window_scales_with_the_picture():
+    assert scene.band_window(375, 500) == 5  # VOC: 2 px on each side of an outline
+    assert scene.band_window(128, 128) == scene.band_window(200, 200) == 3  # the mini-VOC default
+    assert scene.band_window(256, 256) == 3 and scene.band_window(400, 400) == 5
+    assert scene.band_window(20, 20) == 3 and scene.band_window(1000, 1000) == 11
 
 
 def test_outline_band_matches_reference_on_random_maps():
     rng = np.random.default_rng(0)
     for _ in range(5):
         inst = (rng.random((3, 4)) * 3).astype(np.uint8).repeat(7, 0).repeat(6, 1)
-        assert np.array_equal(scene.outline_band(inst), reference_band(inst))
+        assert np.array_equal(scene.outline_band(inst, 5), reference_band(inst))
 
 
 def test_pose_round_trip():
