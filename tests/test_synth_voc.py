@@ -127,7 +127,7 @@ def test_band_only_along_outlines_and_only_in_voc_masks(root, plan):
         clean = sample.class_mask()
         aug = voc.load_label_png(voc.mask_path(root, item.name, aug=True))
         if item.banded:
-            band = reference_band(sample.instances)
+            band = reference_band(sample.instances, radius=scene.band_window(*clean.shape) // 2)
             assert band.any()
             assert np.array_equal(aug, np.where(band, 255, clean))
             assert np.array_equal(aug, voc.load_label_png(voc.mask_path(root, item.name, aug=False)))
