@@ -26,3 +26,16 @@ def coded_image(h: int, w: int) -> np.ndarray:
     img[..., 1] = 5 * np.arange(h)[:, None]
     img[..., 2] = 100
     return img
+
+
+def stop_at(real_step, calls: list, stop_call: int | None = None):
+    """A training stage's step function that counts its calls in `calls`; call number `stop_call`
+    (0-based) raises KeyboardInterrupt instead (an interrupted run, for the --resume tests)."""
+
+    def step_then_stop(model, batch, device):
+        if len(calls) == stop_call:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(model, batch, device)
+
+    return step_then_stop

@@ -1,7 +1,7 @@
 """--resume of the RETAB training stages (train_boundary, train_affmixed_boundary): a run stopped at
 the first step of epoch 2 and resumed from its {session_name}.last.pt ends with the weights of an
-uninterrupted run, bit for bit; --resume before any .last.pt exists trains from the start, with a
-warning."""
+uninterrupted run, bit for bit; --resume before any .last.pt exists trains from the start (and says
+so)."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +9,7 @@ import torch
 
 from retab.stages import train_affmixed_boundary, train_boundary
 from retab.stages.make_splits import make_splits
+from helpers import stop_at
 from test_retab_stages import base_names_by_mask, build_tiny_voc, fabricate_psa_outputs
 
 WIDTH = 0.125
@@ -56,22 +57,9 @@ def affmixed_argv(tree, out_dir, *extra) -> list[str]:
                        "--ha_crf_dir", str(psa_out / "psa_trainaug_crf_32.0"), *extra)
 
 
-def stop_at(real_step, calls: list, stop_call: int | None = None):
-    """real_step, counting its calls in `calls`; call number `stop_call` (0-based) raises
-    KeyboardInterrupt instead."""
-
-    def step_then_stop(model, batch, device):
-        if len(calls) == stop_call:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_step(model, batch, device)
-
-    return step_then_stop
-
-
 def check_exact_resume(tmp_path, monkeypatch, caplog, run, argv, session: str, steps_per_epoch: int,
                        patch_step) -> None:
-    """An uninterrupted run; a run with --resume but no .last.pt yet (it warns and trains from the
+    """An uninterrupted run; a run with --resume but no .last.pt yet (it says so and trains from the
     start) stopped at the first step of epoch 2; the resumed run, which takes the steps of epoch 2
     only. Both end with the same weights and schedule. patch_step(m, wrap): replace the stage's
     step function `step` by wrap(step) on the MonkeyPatch m."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import coded_image, copy_driver
+from helpers import coded_image, copy_driver, stop_at
 from retab import voc
 from retab.data import SegTrainDataset
 from retab.data import transforms as T
@@ -272,15 +272,9 @@ def test_resume_continues_from_the_saved_step_with_the_same_lr(train_tree, tmp_p
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert train_seg.main(train_argv(root, pseudo, lists, straight)) == 0
 
-    real_step, calls = train_seg.seg_step, []
-
-    def step_then_stop(model, batch, device):
-        if len(calls) == 2:  # the first step of epoch 2 (2 steps per epoch)
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_step(model, batch, device)
-
-    monkeypatch.setattr(train_seg, "seg_step", step_then_stop)
+    real_step = train_seg.seg_step
+    # stopped at the first step of epoch 2 (2 steps per epoch)
+    monkeypatch.setattr(train_seg, "seg_step", stop_at(real_step, [], stop_call=2))
     with pytest.raises(KeyboardInterrupt):
         train_seg.main(train_argv(root, pseudo, lists, interrupted))
     assert not (interrupted / "seg.pth").exists()

@@ -181,8 +181,7 @@ def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False,
         params["image_side"] = list(image_side)
     described = f"seed {seed}, scale {scale}, image sides {image_side[0]}..{image_side[1]}"
     existing = read_marker(out)
-    if (existing is not None and all(existing.get(k) == v for k, v in params.items())
-            and existing.get("image_side") == params.get("image_side")):
+    if existing is not None and all(existing.get(k) == params.get(k) for k in (*params, "image_side")):
         log.info("%s already holds the synthetic mini-VOC (%s); skipping", out, described)
         return existing["summary"]
     if out.exists() and not overwrite and not _is_empty_dir(out):
