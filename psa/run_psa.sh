@@ -20,6 +20,7 @@
 #                the walk starts to call a pixel background)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
+#   OPTIMIZER    sgd (published) or adamw, the affinity net's [sgd] (as run_retab.sh's affinity net)
 #                (without weights the classifier trains with --from_scratch: every layer and BatchNorm)
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
@@ -121,7 +122,8 @@ else
     step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$AFF_INIT" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
-        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" ${MOMENTUM:+--momentum "$MOMENTUM"} \
+        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
+        ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
 fi
