@@ -135,6 +135,19 @@ def test_rerun_skips_finished_outputs(psa_run):
 
 
 @pytest.mark.slow
+def test_affinity_and_walk_settings_reach_their_stages(psa_run):
+    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk (into a second OUT)."""
+    env = {**psa_run["env"], "OUT": "out_settings", "OPTIMIZER": "adamw", "AFF_LR": "0.001", "ALPHA": "4",
+           "LOGT": "3"}
+    proc = run_psa(psa_run["psa"], env)
+    commands = {step: line for step, line in re.findall(r"^run_psa: \[(\w+)\] (.*)$", proc.stdout, re.M)
+                if not line.startswith("done in")}
+    assert " --lr 0.001 --optimizer adamw " in commands["train_aff"]
+    assert " --alpha 4 --beta 8 --logt 3 " in commands["infer_aff"]
+    assert (psa_run["psa"] / "out_settings" / "resnet38_aff.pth").is_file()
+
+
+@pytest.mark.slow
 def test_trained_classifier_loads_strictly_and_reproduces_its_cams(psa_run):
     ckpt = psa_run["psa"] / "best" / "res38_cls.pth"
     model = build_model("cls", WIDTH)
