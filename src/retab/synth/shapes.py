@@ -130,8 +130,8 @@ def bicycle(rng, thin):
     half_base = rng.uniform(0.27, 0.33)
     # Tyres and tubes about twice their true share of the length: VOC's bicycles, photographed at
     # ~500 px, have tyres one to two cells of the networks' 8-px grid wide; drawn in proportion on
-    # these 2.7x smaller pictures they were 3-5 px, and no stride-8 labelling could reach more than
-    # 1 IoU on them (mask pooled to the grid and upsampled: 1 at 0.025-0.04, 57 at 0.07-0.09).
+    # these 2.7x smaller pictures they were 3-5 px, and a stride-8 labelling could reach at most 31
+    # IoU on them (the GT pooled to the grid and upsampled, `tools/walk_diagnostics.py ceiling`), 87 now.
     tyre = thin(rng.uniform(0.07, 0.09))
     width = thin(rng.uniform(0.045, 0.06))
     rear, front = (-half_base, 0.2), (half_base, 0.2)

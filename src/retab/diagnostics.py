@@ -1,0 +1,104 @@
+"""Upper bounds and probes for the random walks, measured against the ground truth.
+
+They answer "what limits the walk's labels here?" (README, Status) for one image at a time; the
+callers sum the confusions over a list (`tools/walk_diagnostics.py`):
+
+- `grid_ceiling_labels`: the GT itself pooled to the 8-px feature grid and upsampled the walk's way:
+  what any stride-8 labelling can reach (thin parts below a cell are lost).
+- `perfect_affinity_labels`: the PSA walk over the image's CAMs with a perfect affinity (1 between
+  cells of the same GT label, 0 across): what the walk could make of these CAMs with an ideal
+  affinity net, so that CAM errors and affinity errors can be told apart.
+- `pair_label_agreement` and `auc`: an affinity net's pair affinities with whether the GT labels of
+  the pair agree, and how well they rank same-label pairs above different-label ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retab.affinity import pair_affinities, pair_indices
+from retab.random_walk import (GRID_STRIDE, downsample_scores, grid_size, labels_from_scores, pad_to_multiple,
+                               random_walk, stage1_labels, stage1_scores, upsample_scores)
+from retab.voc import IGNORE, NUM_LABELS
+
+# Features whose L1 distance is 2 * PERFECT_FEATURE_SCALE / 21 between different labels: an
+# affinity exp(-9.5) ~ 7e-5 across labels (and ~0 after ** beta), exactly 1 within a label.
+PERFECT_FEATURE_SCALE = 100.0
+
+
+def _cell_centre_labels(gt: np.ndarray, outside: str = "ignore") -> np.ndarray:
+    """The GT label at the centre pixel of every 8 x 8 cell of the padded grid; cells whose centre
+    lies off the picture get 255 (outside="ignore") or the nearest edge pixel's label ("edge")."""
+    gh, gw = grid_size(*gt.shape)
+    pad = ((0, gh * GRID_STRIDE - gt.shape[0]), (0, gw * GRID_STRIDE - gt.shape[1]))
+    padded = np.pad(gt, pad, mode="edge") if outside == "edge" else np.pad(gt, pad, constant_values=IGNORE)
+    centre = GRID_STRIDE // 2
+    return padded[centre::GRID_STRIDE, centre::GRID_STRIDE]
+
+
+def _fill_ignored(gt: np.ndarray) -> np.ndarray:
+    """GT with its 255 band (and anything else ignored) replaced by the nearest labelled neighbour,
+    grown one pixel at a time; what is left at the end (no labelled pixel at all) becomes 0."""
+    out = gt.astype(np.int64)
+    while (out == IGNORE).any():
+        padded = np.pad(out, 1, mode="edge")
+        grown = out.copy()
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                shifted = padded[1 + dy:1 + dy + out.shape[0], 1 + dx:1 + dx + out.shape[1]]
+                take = (grown == IGNORE) & (shifted != IGNORE)
+                grown[take] = shifted[take]
+        if (grown == out).all():
+            grown[grown == IGNORE] = 0
+        out = grown
+    return out
+
+
+def grid_ceiling_labels(gt: np.ndarray) -> np.ndarray:
+    """Labels (H, W) of the one-hot GT (band filled) average-pooled to the grid, upsampled, argmax."""
+    filled = _fill_ignored(gt)
+    one_hot = torch.from_numpy(np.eye(NUM_LABELS, dtype=np.float32)[filled].transpose(2, 0, 1).copy())
+    pooled = downsample_scores(pad_to_multiple(one_hot))
+    return labels_from_scores(upsample_scores(pooled, *gt.shape).numpy())
+
+
+def perfect_affinity_features(gt: np.ndarray) -> torch.Tensor:
+    """Features [21, gh, gw] whose walk affinity is 1 within a GT label and ~0 across (band filled)."""
+    cells = _cell_centre_labels(_fill_ignored(gt), outside="edge")
+    one_hot = np.eye(NUM_LABELS, dtype=np.float32)[cells].transpose(2, 0, 1)
+    return torch.from_numpy(one_hot * PERFECT_FEATURE_SCALE)
+
+
+def perfect_affinity_labels(cam_dict: dict, gt: np.ndarray, alpha: float = 16, beta: float = 8,
+                            logt: int = 8) -> np.ndarray:
+    """Labels (H, W) of PSA's walk over the CAM dict with the perfect affinity of `gt`."""
+    height, width = gt.shape
+    scores = stage1_scores(cam_dict, height, width, alpha)
+    walked = random_walk(perfect_affinity_features(gt), scores, stage1_labels(cam_dict), "psa",
+                         beta=beta, logt=logt)
+    return labels_from_scores(walked)
+
+
+def pair_label_agreement(features: torch.Tensor, gt: np.ndarray, radius: int = 5):
+    """(affinities, same, labels_from, labels_to) of the walk's pairs of one image: the affinity
+    exp(-mean |f_p - f_q|) of each pair, whether the GT labels at the two cell centres agree, and
+    those labels; pairs with an ignored (255) end are left out."""
+    gh, gw = features.shape[1:]
+    cells = _cell_centre_labels(gt).ravel()
+    ind_from, ind_to = pair_indices(gh, gw, radius)
+    aff = pair_affinities(features[None].float(), radius)[0].cpu().numpy()
+    label_from, label_to = cells[ind_from], cells[ind_to]
+    keep = (label_from != IGNORE) & (label_to != IGNORE)
+    return aff[keep], (label_from == label_to)[keep], label_from[keep], label_to[keep]
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    positive, negative = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if positive.size == 0 or negative.size == 0:
+        return float("nan")
+    values = np.concatenate([positive, negative])
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based, averaged over ties
+    rank_sum = mean_rank[inverse[:positive.size]].sum()
+    return float((rank_sum - positive.size * (positive.size + 1) / 2) / (positive.size * negative.size))

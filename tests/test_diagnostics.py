@@ -1,0 +1,68 @@
+"""retab.diagnostics: the stride-8 ceiling, the walk with a perfect affinity, pair agreement and AUC."""
+import numpy as np
+import pytest
+import torch
+
+from retab import diagnostics
+from retab.diagnostics import _fill_ignored
+
+
+def test_fill_ignored_takes_a_neighbours_label_and_zero_when_nothing_is_labelled():
+    np.testing.assert_array_equal(_fill_ignored(np.array([[1, 255, 255, 2]])), [[1, 1, 2, 2]])
+    np.testing.assert_array_equal(_fill_ignored(np.full((2, 3), 255)), np.zeros((2, 3)))
+
+
+def test_grid_ceiling_keeps_cell_aligned_stripes_and_loses_a_thin_line():
+    gt = np.zeros((40, 48), np.uint8)
+    gt[:, 8:24] = 3  # two cells wide, on cell edges
+    gt[:, 32:40] = 7
+    np.testing.assert_array_equal(diagnostics.grid_ceiling_labels(gt), gt)
+    thin = np.zeros((40, 48), np.uint8)
+    thin[:, 20:22] = 5  # 2 px: a quarter of a cell
+    thin[:, 19] = 255  # with its band
+    assert 5 not in diagnostics.grid_ceiling_labels(thin)
+
+
+def test_perfect_affinity_fills_a_hole_of_the_cam_and_stays_inside_the_object():
+    size = 96  # a 12 x 12 grid: the walk's radius-5 pairs reach every cell but those of the top row
+    gt = np.zeros((size, size), np.uint8)
+    gt[:, :48] = 3  # object (class index 2) on the left half, background on the right
+    cam = np.zeros((size, size), np.float32)
+    cam[:, :16] = 0.9
+    cam[:, 32:48] = 0.9  # a hole at x 16..31 inside the object
+    cam[:, 48:56] = 0.3  # a weak spill into the background
+    labels = diagnostics.perfect_affinity_labels({2: cam}, gt, alpha=4)
+    below_top_row = slice(12, size)  # pixels not blended (upsampling) with the unreached top row
+    plain = np.where(cam > (1 - cam) ** 4, 3, 0)  # the CAM alone, same background score
+    assert (plain[below_top_row, 16:32] == 0).all()
+    assert (labels[below_top_row, 16:32] == 3).all()  # the hole is filled from the rest of the object
+    assert (labels[:, 48:] == 0).all()  # nothing crosses into the background
+
+
+def test_pair_agreement_of_perfect_features_ranks_every_same_label_pair_first():
+    gt = np.zeros((96, 96), np.uint8)
+    gt[20:70, 10:60] = 12
+    gt[0:8, :] = 255  # the top row of cells is ignored
+    features = diagnostics.perfect_affinity_features(np.where(gt == 255, 0, gt))
+    aff, same, label_from, label_to = diagnostics.pair_label_agreement(features, gt)
+    assert len(aff) > 0 and same.any() and (~same).any()
+    assert not np.isin(255, label_from) and not np.isin(255, label_to)
+    np.testing.assert_array_equal(same, label_from == label_to)
+    np.testing.assert_allclose(aff[same], 1.0)
+    assert aff[~same].max() < 1e-3
+    assert diagnostics.auc(aff[same], aff[~same]) == 1.0
+
+
+@pytest.mark.parametrize("positive, negative, expected", [
+    ([1, 2], [0], 1.0), ([0], [1], 0.0), ([1], [1], 0.5), ([1, 3], [2, 0], 0.75), ([2, 2], [2, 1], 0.75)])
+def test_auc_hand_cases(positive, negative, expected):
+    assert diagnostics.auc(np.array(positive), np.array(negative)) == pytest.approx(expected)
+
+
+def test_auc_of_nothing_is_nan():
+    assert np.isnan(diagnostics.auc(np.zeros(0), np.ones(3)))
+
+
+def test_perfect_features_are_on_the_grid():
+    features = diagnostics.perfect_affinity_features(np.zeros((50, 70), np.uint8))
+    assert isinstance(features, torch.Tensor) and tuple(features.shape) == (21, 7, 9)

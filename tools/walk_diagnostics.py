@@ -1,0 +1,103 @@
+"""What limits the random walks' labels on a dataset: bounds and probes against the GT (retab.diagnostics).
+
+    python tools/walk_diagnostics.py ceiling --voc12_root VOC2012 --list voc12/train.txt
+    python tools/walk_diagnostics.py perfect_affinity --voc12_root VOC2012 --list voc12/train.txt \\
+        --cam_dir psa/out/psa_trainaug_cam --alpha 2.5
+    python tools/walk_diagnostics.py affinity_auc --voc12_root VOC2012 --list voc12/train.txt \\
+        --weights RETAB/out/fold0/affmodel/resnet38_affmixed_fold0.pth --width 0.125
+
+`ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
+`affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
+how well the net's affinities rank same-label pairs above different-label pairs. GT masks are
+read from SegmentationClass (band = 255).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from retab import diagnostics
+from retab.data.datasets import load_voc_image
+from retab.metrics import confusion_matrix, scores_from_confusion
+from retab.misc.fileio import load_score_dict
+from retab.voc import load_label_png, mask_path, novel_labels, read_name_list
+
+
+def gt_mask(voc_root: str, name: str) -> np.ndarray:
+    return load_label_png(mask_path(voc_root, name, aug=False))
+
+
+def summed_confusion(names, voc_root: str, labels_of) -> np.ndarray:
+    conf = 0
+    for name in tqdm(names, desc="images"):
+        gt = gt_mask(voc_root, name)
+        conf = conf + confusion_matrix(gt, labels_of(name, gt))
+    return conf
+
+
+def print_scores(what: str, conf: np.ndarray, fold: int) -> None:
+    s = scores_from_confusion(conf, fold)
+    print(f"{what}: {s.miou:.2f}/{s.base_miou:.2f}/{s.novel_miou:.2f} (all/base/novel, fold {fold})")
+    print("  " + "  ".join(f"{name}:{iou:.1f}" for name, iou in s.by_name().items()))
+
+
+def affinity_auc(args, names) -> None:
+    from retab.stages.common import load_inference_model
+    from retab.walk_inference import affinity_features
+
+    model, device = load_inference_model("aff", args.weights, args.width, args.device)
+    novel = novel_labels(args.fold)
+    groups = {"pairs touching a novel object": ([], []), "pictures without a novel object": ([], [])}
+    for name in tqdm(names, desc="images"):
+        gt = gt_mask(args.voc12_root, name)
+        features = affinity_features(model, load_voc_image(args.voc12_root, name), device)
+        aff, same, label_from, label_to = diagnostics.pair_label_agreement(features, gt)
+        if np.isin(gt, novel).any():
+            pick = np.isin(label_from, novel) | np.isin(label_to, novel)
+            group = groups["pairs touching a novel object"]
+        else:
+            pick = np.ones_like(same)
+            group = groups["pictures without a novel object"]
+        group[0].append(aff[pick & same])
+        group[1].append(aff[pick & ~same])
+    for what, (pos, neg) in groups.items():
+        pos = np.concatenate(pos) if pos else np.zeros(0)
+        neg = np.concatenate(neg) if neg else np.zeros(0)
+        print(f"{what}: AUC {diagnostics.auc(pos, neg):.3f} ({pos.size} same-label, {neg.size} different-label pairs)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc"])
+    p.add_argument("--voc12_root", required=True)
+    p.add_argument("--list", required=True)
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity)")
+    p.add_argument("--alpha", type=float, default=16)
+    p.add_argument("--logt", type=int, default=8)
+    p.add_argument("--weights", help="affinity net (affinity_auc)")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    names = read_name_list(args.list)
+    if args.what == "ceiling":
+        conf = summed_confusion(names, args.voc12_root, lambda name, gt: diagnostics.grid_ceiling_labels(gt))
+        print_scores("stride-8 ceiling", conf, args.fold)
+    elif args.what == "perfect_affinity":
+        if not args.cam_dir:
+            p.error("perfect_affinity needs --cam_dir")
+        conf = summed_confusion(names, args.voc12_root, lambda name, gt: diagnostics.perfect_affinity_labels(
+            load_score_dict(f"{args.cam_dir}/{name}.npy"), gt, alpha=args.alpha, logt=args.logt))
+        print_scores(f"walk with a perfect affinity (alpha {args.alpha:g}, logt {args.logt})", conf, args.fold)
+    else:
+        if not args.weights:
+            p.error("affinity_auc needs --weights")
+        affinity_auc(args, names)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
