@@ -22,8 +22,8 @@
 #                scores spread grows with the steps, so smaller grids may want fewer)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
-#   OPTIMIZER    sgd (published) or adamw, the affinity net's [sgd] (as run_retab.sh's affinity net)
 #                (without weights the classifier trains with --from_scratch: every layer and BatchNorm)
+#   OPTIMIZER    sgd (published) or adamw, the affinity net's [sgd] (as run_retab.sh's affinity net)
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
 #
