@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -22,12 +23,14 @@ from tqdm import tqdm
 from retab import diagnostics
 from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
+from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
-from retab.voc import load_label_png, mask_path, novel_labels, read_name_list
+from retab.stages.evaluation import load_gt
+from retab.voc import novel_labels, read_name_list
 
 
 def gt_mask(voc_root: str, name: str) -> np.ndarray:
-    return load_label_png(mask_path(voc_root, name, aug=False))
+    return load_gt(Path(voc_root) / "SegmentationClass", name)
 
 
 def summed_confusion(names, voc_root: str, labels_of) -> np.ndarray:
@@ -82,6 +85,14 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    try:
+        return run(p, args)
+    except RetabError as exc:  # bad input: one line, as the stages report it
+        print(f"walk_diagnostics: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(p: argparse.ArgumentParser, args) -> int:
     names = read_name_list(args.list)
     if args.what == "ceiling":
         conf = summed_confusion(names, args.voc12_root, lambda name, gt: diagnostics.grid_ceiling_labels(gt))
