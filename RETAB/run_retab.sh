@@ -14,6 +14,7 @@
 #   PSA_OUT      outputs of psa/run_psa.sh [../psa/out]: psa_trainaug_cam/, psa_trainaug_crf_4.0/,
 #                psa_trainaug_crf_32.0/; linked as ./psa_initcam and ./psa_afflabel (published layout)
 #   PYTHON [python3]  DEVICE [auto]  WIDTH [1.0]  SEED [0]  CROP_SIZE [448]  BATCH_SIZE [8]
+#   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
 #   BOUNDARY_EPOCHS [8]  AFF_EPOCHS [8]  BOUNDARY_LR [0.001]  AFF_LR [0.01]  KERNEL [0]  THRESHOLD [0.5]
 #   ALPHA [16]   background exponent of the random walk's CAM input, bg = (1 - max CAM) ** ALPHA
 #                (published 16; CAMs of other methods or networks may want another: it sets where
@@ -108,13 +109,13 @@ else
         --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
         --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
         --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
-        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
     --infer_list voc12/train_aug.txt --weights "$BOUNDARY_CKPT" --kernel "$KERNEL" --threshold "$THRESHOLD" \
     --out_dir "$TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-    --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+    --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- mixed affinity net
 if [ -f "$AFF_CKPT" ]; then
@@ -128,19 +129,19 @@ else
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
         --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
     --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta 8 --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
     --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta 8 --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- evaluation on train
 step eval_cam "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$CAM_DIR" \

@@ -16,6 +16,13 @@ die() {
     exit 2
 }
 
+# AMP (unset: full precision) is passed as --amp to every stage that runs a network
+case ${AMP:-none} in
+none | bf16 | fp16) ;;
+*) die "AMP must be none, bf16 or fp16, got '$AMP'" ;;
+esac
+[ "${AMP:-}" != none ] || AMP=
+
 # The package: installed in $PYTHON's environment, or else the source tree beside the driver.
 PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH

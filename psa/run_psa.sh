@@ -9,6 +9,7 @@
 #                ../data/mini_voc/VOC2012 by `retab synth_voc` (SYNTH_SCALE picks its --scale)]
 #   PYTHON       interpreter for the stage scripts [python3]; e.g. PYTHON=../.venv/bin/python
 #   DEVICE [auto]  WIDTH [1.0]  SEED [0]  FOLD [0] (base/novel columns of the evaluation)
+#   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
 #   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                when present and WIDTH is 1.0, else none: trained from scratch, with a warning];
 #                a .params file also initialises the affinity net (published), else the classifier does
@@ -97,7 +98,7 @@ else
         --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
         --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
         "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 # ---------------------------------------------------------------- CAMs and CRF labels on train_aug
@@ -106,7 +107,7 @@ step infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/tr
     --cls_labels voc12/cls_labels.npy --weights "$CLS_CKPT" --scales $CAM_SCALES \
     --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha 4 --high_alpha 32 \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} ${CRF_WORKERS:+--crf_workers "$CRF_WORKERS"} \
-    --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+    --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa cam (train)" \
@@ -127,12 +128,12 @@ else
         --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
         ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta 8 --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED"
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa rw (train)" \

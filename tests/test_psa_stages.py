@@ -37,7 +37,7 @@ def run_psa_env(**extra) -> dict:
     env.update(PYTHON=sys.executable, SYNTH_SCALE="tiny", DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="72", RESIZE_LONG="64 96", BATCH_SIZE="8", VAL_LIST="", CLS_EPOCHS="1", AFF_EPOCHS="1",
                CAM_SCALES="1.0", NUM_WORKERS="0", CRF_WORKERS="1", OUT="out")
-    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "MOMENTUM"):
+    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "MOMENTUM", "AMP"):
         env.pop(name, None)
     # the copy of psa/ has no ../src beside it: point the stage scripts at this checkout's package
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
@@ -136,14 +136,16 @@ def test_rerun_skips_finished_outputs(psa_run):
 
 @pytest.mark.slow
 def test_affinity_and_walk_settings_reach_their_stages(psa_run):
-    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk (into a second OUT)."""
+    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk, AMP both (into a
+    second OUT)."""
     env = {**psa_run["env"], "OUT": "out_settings", "OPTIMIZER": "adamw", "AFF_LR": "0.001", "ALPHA": "4",
-           "LOGT": "3"}
+           "LOGT": "3", "AMP": "bf16"}
     proc = run_psa(psa_run["psa"], env)
     commands = {step: line for step, line in re.findall(r"^run_psa: \[(\w+)\] (.*)$", proc.stdout, re.M)
                 if not line.startswith("done in")}
     assert " --lr 0.001 --optimizer adamw " in commands["train_aff"]
     assert " --alpha 4 --beta 8 --logt 3 " in commands["infer_aff"]
+    assert all(commands[step].endswith(" --amp bf16") for step in ("infer_cls", "train_aff", "infer_aff"))
     assert (psa_run["psa"] / "out_settings" / "resnet38_aff.pth").is_file()
 
 

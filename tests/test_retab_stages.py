@@ -457,7 +457,7 @@ def retab_env(voc_root: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update(PYTHON=sys.executable, VOC12HOME=str(voc_root), DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="80", BATCH_SIZE="4", BOUNDARY_EPOCHS="1", AFF_EPOCHS="1", NUM_WORKERS="0")
-    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST"):
+    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP"):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -536,6 +536,14 @@ def test_run_retab_rejects_a_bad_fold(tmp_path):
     proc = run_retab(retab_dir, retab_env(tmp_path, FOLD="7"))
     assert proc.returncode == 2
     assert "FOLD must be 0, 1, 2 or 3" in proc.stderr and "'7'" in proc.stderr
+    assert not (retab_dir / "out").exists()
+
+
+def test_drivers_reject_an_unknown_amp_mode(tmp_path):
+    retab_dir = copy_driver("RETAB", tmp_path)
+    proc = run_retab(retab_dir, retab_env(tmp_path, AMP="fp8"))
+    assert proc.returncode == 2
+    assert "AMP must be none, bf16 or fp16" in proc.stderr and "'fp8'" in proc.stderr
     assert not (retab_dir / "out").exists()
 
 

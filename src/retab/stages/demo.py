@@ -78,7 +78,7 @@ DEMO_ENV = {
 # values of these, never the caller's shell (an `OUT` or `WEIGHTS` left there would move or change
 # the demo's outputs); tests/test_demo.py keeps this list equal to what the drivers read.
 DRIVER_SETTINGS = (
-    "AFF_EPOCHS", "AFF_LR", "ALPHA", "BATCH_SIZE", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES", "CLS_CKPT",
+    "AFF_EPOCHS", "AFF_LR", "ALPHA", "AMP", "BATCH_SIZE", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES", "CLS_CKPT",
     "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS", "CROP_SIZE", "DEVICE", "FLIP", "FOLD",
     "HUE_JITTER", "INFER_LIST", "KERNEL", "LOGT", "MOMENTUM", "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS",
     "PSA_OUT", "PSEUDO_DIR", "PYTHON", "RESIZE_LONG", "SCALES", "SEED", "SEG_EPOCHS", "SEG_LR", "SEG_MOMENTUM",
