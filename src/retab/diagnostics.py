@@ -28,7 +28,11 @@ PERFECT_FEATURE_SCALE = 100.0
 
 def _cell_centre_labels(gt: np.ndarray, outside: str = "ignore") -> np.ndarray:
     """The GT label at the centre pixel of every 8 x 8 cell of the padded grid; cells whose centre
-    lies off the picture get 255 (outside="ignore") or the nearest edge pixel's label ("edge")."""
+    lies off the picture get 255 (outside="ignore") or the nearest edge pixel's label ("edge").
+
+    The centre, not the top-left pixel that the affinity training's nearest downsampling picks
+    (retab.data.transforms.nearest_resize, the published labels): a stride-8 feature describes the
+    cell around it, so the centre is the fairer reference for measuring it."""
     gh, gw = grid_size(*gt.shape)
     pad = ((0, gh * GRID_STRIDE - gt.shape[0]), (0, gw * GRID_STRIDE - gt.shape[1]))
     padded = np.pad(gt, pad, mode="edge") if outside == "edge" else np.pad(gt, pad, constant_values=IGNORE)
