@@ -43,3 +43,28 @@ def test_demo_settings_apply_device_and_overrides_without_touching_the_defaults(
 def test_demo_settings_reject_unknown_keys_and_missing_values(item):
     with pytest.raises(RetabError, match="KEY=VALUE"):
         demo_settings([item])
+
+
+def test_table_rows_scan_the_cam_threshold_beyond_retabs_range(tmp_path):
+    """A CAM whose right (background) half scores 0.44 is only told from the aeroplane on the left
+    (0.9) by a threshold >= 0.44, past RETAB's published 0.41: the table's CAM row finds it."""
+    import numpy as np
+
+    from retab.misc.fileio import save_label_png, save_score_dict, write_text
+    from retab.stages.demo import evaluate_rows
+
+    gt = np.zeros((16, 16), np.uint8)
+    gt[:, :8] = 1
+    for lst in ("train", "val"):
+        write_text(tmp_path / "psa" / "voc12" / f"{lst}.txt", "2007_000001\n")
+    save_label_png(tmp_path / "data" / "VOC2012" / "SegmentationClass" / "2007_000001.png", gt)
+    cam = np.where(gt == 1, 0.9, 0.44).astype(np.float32)
+    save_score_dict(tmp_path / "psa" / "out" / "psa_trainaug_cam" / "2007_000001.npy", {0: cam})
+    save_label_png(tmp_path / "psa" / "out" / "psa_rw" / "2007_000001.png", gt)
+    retab = tmp_path / "RETAB" / "out" / "fold0"
+    save_label_png(retab / "rw_stage2" / "2007_000001.png", gt)
+    save_score_dict(retab / "rw_cam_stage2" / "2007_000001.npy", {0: 1 - cam, 1: cam})
+    rows = dict(evaluate_rows(tmp_path, 0))
+    cam_row = rows["CAM (train)"]
+    assert cam_row.threshold == pytest.approx(0.44)
+    assert cam_row.miou == pytest.approx(rows["PSA random walk (train)"].miou)
