@@ -531,19 +531,15 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
     assert counts == {f: len(base_names_by_mask(tiny["voc"], f)) for f in (0, 3)}
 
 
-def test_run_retab_rejects_a_bad_fold(tmp_path):
+@pytest.mark.parametrize("setting, value, message", [("FOLD", "7", "FOLD must be 0, 1, 2 or 3"),
+                                                     ("AMP", "fp8", "AMP must be none, bf16 or fp16")])
+def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
+    """A bad FOLD (run_retab.sh) or AMP (driver_lib.sh, shared by the three drivers) stops the
+    driver before it writes anything."""
     retab_dir = copy_driver("RETAB", tmp_path)
-    proc = run_retab(retab_dir, retab_env(tmp_path, FOLD="7"))
+    proc = run_retab(retab_dir, retab_env(tmp_path, **{setting: value}))
     assert proc.returncode == 2
-    assert "FOLD must be 0, 1, 2 or 3" in proc.stderr and "'7'" in proc.stderr
-    assert not (retab_dir / "out").exists()
-
-
-def test_drivers_reject_an_unknown_amp_mode(tmp_path):
-    retab_dir = copy_driver("RETAB", tmp_path)
-    proc = run_retab(retab_dir, retab_env(tmp_path, AMP="fp8"))
-    assert proc.returncode == 2
-    assert "AMP must be none, bf16 or fp16" in proc.stderr and "'fp8'" in proc.stderr
+    assert message in proc.stderr and f"'{value}'" in proc.stderr
     assert not (retab_dir / "out").exists()
 
 
