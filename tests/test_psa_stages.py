@@ -355,3 +355,28 @@ def test_image_labels_flag_then_voc12_file_then_xml(tmp_path, monkeypatch):
         [voc.CATEGORY_INDEX["bus"]]
     with pytest.raises(RetabError, match="b"):
         resolve_image_labels(str(tmp_path / "other.npy"), root)("b")
+
+
+@pytest.mark.parametrize("kind", ["boundary", "aff", "seg"])
+def test_training_from_random_weights_estimates_the_frozen_batchnorm_statistics(tmp_path, kind):
+    """Without --weights a training stage's network gets its frozen BatchNorms' statistics from the
+    training batches (a fresh BatchNorm, mean 0 / variance 1, is the identity and lets the
+    activations fade with depth); with weights it keeps theirs."""
+    from retab.stages.common import initialise_for_training
+    from retab.training import TrainConfig
+
+    images = torch.randn(8, 3, 40, 40, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    dataset = [(images[i], torch.zeros(1)) for i in range(8)]
+    cfg = TrainConfig(session_name="t", max_epoches=1, batch_size=4)
+    model = build_model(kind, WIDTH)
+    initialise_for_training(model, None, dataset, cfg, torch.device("cpu"))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bn.num_batches_tracked == 2 for bn in norms)  # the two batches of the eight images
+    fresh_var = [bool(torch.equal(bn.running_var, torch.ones_like(bn.running_var))) for bn in norms]
+    assert not any(fresh_var) and norms[0].running_mean.abs().max() > 1e-3
+
+    path = tmp_path / "init.pth"
+    save_checkpoint(path, model)
+    reloaded = build_model(kind, WIDTH)
+    initialise_for_training(reloaded, path, dataset, cfg, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))

@@ -41,7 +41,7 @@ def common_argv(tree, out_dir, batch_size: int, crop_size: int, *extra) -> list[
     return ["--fold", str(FOLD), "--voc12_root", str(tree["voc"]), "--list_dir", str(tree["lists"]),
             "--batch_size", str(batch_size), "--max_epoches", "2", "--crop_size", str(crop_size),
             "--out_dir", str(out_dir), "--tblog_dir", "", "--num_workers", "0", "--device", "cpu",
-            "--seed", "3", "--width", str(WIDTH), *extra]
+            "--seed", "3", "--width", str(WIDTH), "--lr", "1e-4", *extra]
 
 
 def boundary_argv(tree, out_dir, *extra) -> list[str]:

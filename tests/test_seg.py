@@ -260,7 +260,7 @@ def train_argv(root, pseudo, lists, out_dir, *extra):
     return ["--fold", "0", "--supervision", "mixed", "--voc12_root", str(root),
             "--train_list", str(lists / "train_aug.txt"), "--base_list", str(lists / "base.txt"),
             "--novel_list", str(lists / "novel.npy"), "--pseudo_dir", str(pseudo),
-            "--batch_size", "2", "--max_epoches", "2", "--lr", "0.01", "--crop_size", "24",
+            "--batch_size", "2", "--max_epoches", "2", "--lr", "0.001", "--crop_size", "24",
             "--resize_long", "24", "40", "--session_name", "seg", "--out_dir", str(out_dir),
             "--tblog_dir", "", "--num_workers", "0", "--device", "cpu", "--seed", "5",
             "--width", str(WIDTH), *extra]

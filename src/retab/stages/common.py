@@ -168,6 +168,14 @@ def calibrate_batchnorm(model: torch.nn.Module, dataset, cfg: TrainConfig, devic
     log.info("random initialisation: BatchNorm statistics estimated from %d training batches", seen)
 
 
+def initialise_for_training(model: torch.nn.Module, weights, dataset, cfg: TrainConfig, device) -> None:
+    """--weights into a training stage's network (load_initial_weights); without them, a random
+    initialisation whose frozen BatchNorms get the training batches' statistics (calibrate_batchnorm)."""
+    load_initial_weights(model, weights)
+    if not weights:
+        calibrate_batchnorm(model, dataset, cfg, device)
+
+
 # ----------------------------------------------------------------------------- start-up of every stage
 
 def setup_stage(args) -> None:

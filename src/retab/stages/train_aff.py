@@ -17,8 +17,8 @@ from retab.data.datasets import LABEL_STRIDE
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, calibrate_batchnorm, check_dir, load_initial_weights,
-                                 make_train_config, make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
+                                 make_train_optimizer, setup_training, training_names)
 from retab.training import train
 
 log = logging.getLogger("retab")
@@ -69,10 +69,8 @@ def main(argv=None) -> int:
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), target_dir=None,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
     model = build_model("aff", args.width)
-    load_initial_weights(model, args.weights)
     cfg = make_train_config(args)
-    if not args.weights:
-        calibrate_batchnorm(model, dataset, cfg, device)
+    initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_aff: %d images, %d epochs of %d steps, width %g, on %s", len(dataset), cfg.max_epoches,
              optimizer.max_step // cfg.max_epoches, args.width, device)

@@ -22,8 +22,8 @@ from retab.data import BoundaryTrainDataset
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, load_initial_weights, make_train_config, make_train_optimizer,
-                                 setup_training)
+from retab.stages.common import (add_training_args, initialise_for_training, make_train_config,
+                                 make_train_optimizer, setup_training)
 from retab.stages.make_splits import fold_list_path
 from retab.training import train
 
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
 
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
     model = build_model("boundary", args.width)
-    load_initial_weights(model, args.weights)
     cfg = make_train_config(args, args.session_name or f"resnet38_boundary_fold{args.fold}")
+    initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_boundary: %d epochs of %d steps, width %g, on %s", cfg.max_epoches,
              optimizer.max_step // cfg.max_epoches, args.width, device)

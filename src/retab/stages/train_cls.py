@@ -31,7 +31,7 @@ from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, calibrate_batchnorm, labels_table,
+from retab.stages.common import (add_cls_labels_arg, add_training_args, initialise_for_training, labels_table,
                                  load_initial_weights, make_train_config, make_train_optimizer, resolve_image_labels,
                                  setup_training, training_names)
 from retab.training import train
@@ -126,12 +126,12 @@ def main(argv=None) -> int:
                                  args.num_workers)
 
     model = build_model("cls", args.width)
-    load_initial_weights(model, args.weights)
     cfg = make_train_config(args)
-    if args.from_scratch:
+    if args.from_scratch:  # every BatchNorm trains: nothing to estimate
+        load_initial_weights(model, args.weights)
         model.train_from_scratch()
-    elif not args.weights:
-        calibrate_batchnorm(model, dataset, cfg, device)
+    else:
+        initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_cls: %d images, %d epochs of %d steps, width %g, on %s", len(dataset), cfg.max_epoches,
              optimizer.max_step // max(cfg.max_epoches, 1), args.width, device)

@@ -33,7 +33,7 @@ from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
-from retab.stages.common import (add_training_args, check_dir, load_initial_weights, make_train_config,
+from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
                                  make_train_optimizer, setup_training, training_names)
 from retab.stages.make_splits import fold_list_path
 from retab.training import train
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
                               resize_long=tuple(args.resize_long), seed=args.seed)
 
     model = build_model("seg", args.width)
-    load_initial_weights(model, args.weights)
     cfg = make_train_config(args)
+    initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_seg fold %d, %s supervision: %d images (%d with GT, %d with pseudo labels), "
              "%d epochs of %d steps, width %g, on %s", args.fold, args.supervision, len(names),
