@@ -3,10 +3,12 @@ environment for the drivers that the caller's shell cannot change."""
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retab.misc.errors import RetabError
-from retab.stages.demo import DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment
+from retab.misc.fileio import save_label_png, save_score_dict, write_text
+from retab.stages.demo import DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment, evaluate_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,11 +50,6 @@ def test_demo_settings_reject_unknown_keys_and_missing_values(item):
 def test_table_rows_scan_the_cam_threshold_beyond_retabs_range(tmp_path):
     """A CAM whose right (background) half scores 0.44 is only told from the aeroplane on the left
     (0.9) by a threshold >= 0.44, past RETAB's published 0.41: the table's CAM row finds it."""
-    import numpy as np
-
-    from retab.misc.fileio import save_label_png, save_score_dict, write_text
-    from retab.stages.demo import evaluate_rows
-
     gt = np.zeros((16, 16), np.uint8)
     gt[:, :8] = 1
     for lst in ("train", "val"):

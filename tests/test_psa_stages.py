@@ -21,7 +21,8 @@ from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_npy
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
-from retab.stages.common import load_initial_weights, resolve_image_labels
+from retab.stages.common import initialise_for_training, load_initial_weights, resolve_image_labels
+from retab.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 0.0625
@@ -362,9 +363,6 @@ def test_training_from_random_weights_estimates_the_frozen_batchnorm_statistics(
     """Without --weights a training stage's network gets its frozen BatchNorms' statistics from the
     training batches (a fresh BatchNorm, mean 0 / variance 1, is the identity and lets the
     activations fade with depth); with weights it keeps theirs."""
-    from retab.stages.common import initialise_for_training
-    from retab.training import TrainConfig
-
     images = torch.randn(8, 3, 40, 40, generator=torch.Generator().manual_seed(0)) * 2 + 1
     dataset = [(images[i], torch.zeros(1)) for i in range(8)]
     cfg = TrainConfig(session_name="t", max_epoches=1, batch_size=4)

@@ -25,7 +25,7 @@ from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
-from retab.stages.evaluation import load_gt
+from retab.stages.evaluation import load_gt, summary_line
 from retab.voc import novel_labels, read_name_list
 
 
@@ -43,7 +43,7 @@ def summed_confusion(names, voc_root: str, labels_of) -> np.ndarray:
 
 def print_scores(what: str, conf: np.ndarray, fold: int) -> None:
     s = scores_from_confusion(conf, fold)
-    print(f"{what}: {s.miou:.2f}/{s.base_miou:.2f}/{s.novel_miou:.2f} (all/base/novel, fold {fold})")
+    print(f"{what}: {summary_line(s, scanned=False)} (all/base/novel, fold {fold})")
     print("  " + "  ".join(f"{name}:{iou:.1f}" for name, iou in s.by_name().items()))
 
 
