@@ -81,11 +81,11 @@ def test_amp_on_cuda_is_close_to_fp32(amp, corr, logit_share):
     assert (logits - ref_logits).abs().max() <= logit_share * spread
 
 
-def _launch(tree, argv, nproc=1):
+def _launch(tree, argv, nproc=1, **env):
     """The test_distributed runner (dropout off: CPU and CUDA draw different masks)."""
     cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                               if nproc > 1 else [])
-    proc = subprocess.run(cmd + [str(tree / "runner.py"), "--no-dropout"] + argv, cwd=tree, env=child_env(),
+    proc = subprocess.run(cmd + [str(tree / "runner.py"), "--no-dropout"] + argv, cwd=tree, env={**child_env(), **env},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
@@ -94,10 +94,13 @@ def _launch(tree, argv, nproc=1):
 @pytest.mark.parametrize("variant", ["cuda", "cuda_fp16", "nccl"])
 def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
     """train_cls on CUDA (alone, with --amp fp16 and its GradScaler, and as two processes with
-    nccl where two GPUs exist) against the CPU run: after 4 SGD steps the weights differ from the
-    CPU ones by under 10 % of how far training moved them (TF32 / fp16 rounding), and the
-    checkpoint keeps the published keys."""
+    nccl where two GPUs exist) against the CPU run: after 4 SGD steps the float32 weights differ from
+    the CPU ones by under 2 % of how far training moved them (TF32 off), the fp16 ones travel the
+    same way, and the checkpoint keeps the published keys."""
     nproc = 2 if variant == "nccl" else 1
+    # float32 runs compare without TF32 (cuDNN's default for convolutions; its 10-bit mantissa
+    # moved fc8 by ~10 % of its 4-step travel on an H200): what is left is summation order
+    env = {} if variant == "cuda_fp16" else {"NVIDIA_TF32_OVERRIDE": "0"}
     if torch.cuda.device_count() < nproc:
         pytest.skip("nccl needs a GPU per process")
     cpu_out, out = tree / "cpu_ref", tree / variant
@@ -107,7 +110,7 @@ def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
     argv[argv.index("--device") + 1] = "cuda"
     if variant == "cuda_fp16":
         argv += ["--amp", "fp16"]
-    proc = _launch(tree, argv, nproc)
+    proc = _launch(tree, argv, nproc, **env)
     if variant == "nccl":
         assert "nccl" in proc.stderr
     a = torch.load(cpu_out / "cls.pth", weights_only=True)
@@ -126,7 +129,7 @@ def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
             assert torch.nn.functional.cosine_similarity(da, db, dim=0) > 0.9, k
         else:
             assert steps == 4
-            assert (b[k].cpu() - a[k]).abs().max() <= 0.1 * moved, k
+            assert (b[k].cpu() - a[k]).abs().max() <= 0.02 * moved, k
 
 
 def test_plain_cuda_names_the_current_gpu():
