@@ -13,6 +13,7 @@
 #                else ../data/mini_voc/VOC2012]
 #   PSA_OUT      outputs of psa/run_psa.sh [../psa/out]: psa_trainaug_cam/, psa_trainaug_crf_4.0/,
 #                psa_trainaug_crf_32.0/; linked as ./psa_initcam and ./psa_afflabel (published layout)
+#   LA_ALPHA [4]  HA_ALPHA [32]  which CRF label folders of PSA_OUT to read (as run_psa.sh wrote them)
 #   PYTHON [python3]  DEVICE [auto]  WIDTH [1.0]  SEED [0]  CROP_SIZE [448]  BATCH_SIZE [8]
 #   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
 #   BOUNDARY_EPOCHS [8]  AFF_EPOCHS [8]  BOUNDARY_LR [0.001]  AFF_LR [0.01]  KERNEL [0]  THRESHOLD [0.5]
@@ -73,7 +74,9 @@ EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
 
 # ---------------------------------------------------------------- PSA outputs
-for d in psa_trainaug_cam psa_trainaug_crf_4.0 psa_trainaug_crf_32.0; do
+LA_NAME=$(crf_dir_name "$LA_ALPHA")
+HA_NAME=$(crf_dir_name "$HA_ALPHA")
+for d in psa_trainaug_cam "$LA_NAME" "$HA_NAME"; do
     [ -d "$PSA_OUT/$d" ] || die "PSA output $PSA_OUT/$d not found: run psa/run_psa.sh first (or set PSA_OUT)"
 done
 PSA_OUT=$(cd "$PSA_OUT" && pwd -P)
@@ -81,8 +84,8 @@ PSA_OUT=$(cd "$PSA_OUT" && pwd -P)
 link psa_initcam "$PSA_OUT"
 link psa_afflabel "$PSA_OUT"
 CAM_DIR=psa_initcam/psa_trainaug_cam
-LA_DIR=psa_afflabel/psa_trainaug_crf_4.0
-HA_DIR=psa_afflabel/psa_trainaug_crf_32.0
+LA_DIR=psa_afflabel/$LA_NAME
+HA_DIR=psa_afflabel/$HA_NAME
 
 mkdir -p "$OUT"
 

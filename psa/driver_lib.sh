@@ -23,6 +23,23 @@ none | bf16 | fp16) ;;
 esac
 [ "${AMP:-}" != none ] || AMP=
 
+# The CRF labels (SPEC 3): la / ha with background (1 - max CAM) ** LA_ALPHA [4] and ** HA_ALPHA [32],
+# in folders named as the published ones (psa_trainaug_crf_4.0): run_psa.sh writes them,
+# run_retab.sh reads them.
+LA_ALPHA=${LA_ALPHA:-4}
+HA_ALPHA=${HA_ALPHA:-32}
+for alpha in "$LA_ALPHA" "$HA_ALPHA"; do
+    awk -v v="$alpha" 'BEGIN { exit !(v ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)$/ && v + 0 > 0) }' \
+        || die "LA_ALPHA and HA_ALPHA must be positive numbers, got '$alpha'"
+done
+# crf_dir_name ALPHA: the folder of one CRF label set, named as Python prints the float (4 -> 4.0)
+crf_dir_name() {
+    case $1 in
+    *.*) echo "psa_trainaug_crf_$1" ;;
+    *) echo "psa_trainaug_crf_$1.0" ;;
+    esac
+}
+
 # The package: installed in $PYTHON's environment, or else the source tree beside the driver.
 PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH

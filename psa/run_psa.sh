@@ -19,6 +19,8 @@
 #   ALPHA [16]   background exponent of the random walk's CAM input, bg = (1 - max CAM) ** ALPHA
 #                (published 16; CAMs of other methods or networks may want another: it sets where
 #                the walk starts to call a pixel background)
+#   LA_ALPHA [4]  HA_ALPHA [32]  background exponents of the CRF labels (published 4 and 32: "la" marks
+#                the sure foreground, "ha" the sure background); scaled like ALPHA for other CAMs
 #   LOGT [8]     the walk runs 2 ** LOGT steps (published 8, for VOC's ~63 x 47 feature grids; how far
 #                scores spread grows with the steps, so smaller grids may want fewer)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
@@ -28,9 +30,10 @@
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
 #
-# Outputs under $OUT: psa_trainaug_cam/, psa_trainaug_crf_4.0/, psa_trainaug_crf_32.0/ (what RETAB
-# links as psa_initcam / psa_afflabel), resnet38_aff.pth, psa_rw/, evallog.txt, and timings.tsv
-# (one `step<TAB>seconds` line per step: the time of its last run, kept when a rerun skips it).
+# Outputs under $OUT: psa_trainaug_cam/, psa_trainaug_crf_4.0/, psa_trainaug_crf_32.0/ (named after
+# LA_ALPHA / HA_ALPHA; what RETAB links as psa_initcam / psa_afflabel), resnet38_aff.pth, psa_rw/,
+# evallog.txt, and timings.tsv (one `step<TAB>seconds` line per step: the time of its last run,
+# kept when a rerun skips it).
 # A rerun skips what is done: the classifier and the affinity net when their checkpoints exist
 # (delete them to retrain), and every image whose inference outputs exist; an interrupted training
 # goes on from its last finished epoch (--resume).
@@ -65,8 +68,8 @@ IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
 
 CAM_DIR=$OUT/psa_trainaug_cam
-LA_DIR=$OUT/psa_trainaug_crf_4.0
-HA_DIR=$OUT/psa_trainaug_crf_32.0
+LA_DIR=$OUT/$(crf_dir_name "$LA_ALPHA")
+HA_DIR=$OUT/$(crf_dir_name "$HA_ALPHA")
 RW_DIR=$OUT/psa_rw
 AFF_CKPT=$OUT/resnet38_aff.pth
 EVALLOG=$OUT/evallog.txt
@@ -105,7 +108,7 @@ fi
 # shellcheck disable=SC2086  # CAM_SCALES holds several numbers
 step infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/train_aug.txt \
     --cls_labels voc12/cls_labels.npy --weights "$CLS_CKPT" --scales $CAM_SCALES \
-    --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha 4 --high_alpha 32 \
+    --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha "$LA_ALPHA" --high_alpha "$HA_ALPHA" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} ${CRF_WORKERS:+--crf_workers "$CRF_WORKERS"} \
     --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 

@@ -137,13 +137,24 @@ def test_rerun_skips_finished_outputs(psa_run):
 
 @pytest.mark.slow
 def test_affinity_and_walk_settings_reach_their_stages(psa_run):
-    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk, AMP both (into a
-    second OUT)."""
+    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk, AMP both, LA_ALPHA
+    and HA_ALPHA the CRF labels (in folders named after them, which the affinity training reads)
+    (into a second OUT)."""
     env = {**psa_run["env"], "OUT": "out_settings", "OPTIMIZER": "adamw", "AFF_LR": "0.001", "ALPHA": "4",
-           "LOGT": "3", "AMP": "bf16"}
+           "LOGT": "3", "AMP": "bf16", "LA_ALPHA": "0.5", "HA_ALPHA": "4"}
     proc = run_psa(psa_run["psa"], env)
     commands = {step: line for step, line in re.findall(r"^run_psa: \[(\w+)\] (.*)$", proc.stdout, re.M)
                 if not line.startswith("done in")}
+    out = psa_run["psa"] / "out_settings"
+    la, ha = out / "psa_trainaug_crf_0.5", out / "psa_trainaug_crf_4.0"
+    assert f" --out_la_crf {la} --out_ha_crf {ha} --low_alpha 0.5 --high_alpha 4 " in commands["infer_cls"]
+    assert f" --la_crf_dir {la} --ha_crf_dir {ha} " in commands["train_aff"]
+    # a smaller exponent raises the background score (1 - max CAM) ** alpha: more background argmax
+    bg_share = {}
+    for alpha, folder in (("0.5", la), ("4", psa_run["out"] / "psa_trainaug_crf_4.0")):
+        dicts = [load_score_dict(folder / f"{n}.npy") for n in psa_run["train"]]
+        bg_share[alpha] = np.mean([(np.argmax(np.stack([d[k] for k in sorted(d)]), 0) == 0).mean() for d in dicts])
+    assert bg_share["0.5"] > bg_share["4"]
     assert " --lr 0.001 --optimizer adamw " in commands["train_aff"]
     assert " --alpha 4 --beta 8 --logt 3 " in commands["infer_aff"]
     assert all(commands[step].endswith(" --amp bf16") for step in ("infer_cls", "train_aff", "infer_aff"))

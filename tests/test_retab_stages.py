@@ -531,11 +531,15 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
     assert counts == {f: len(base_names_by_mask(tiny["voc"], f)) for f in (0, 3)}
 
 
-@pytest.mark.parametrize("setting, value, message", [("FOLD", "7", "FOLD must be 0, 1, 2 or 3"),
-                                                     ("AMP", "fp8", "AMP must be none, bf16 or fp16")])
+@pytest.mark.parametrize("setting, value, message", [
+    ("FOLD", "7", "FOLD must be 0, 1, 2 or 3"),
+    ("AMP", "fp8", "AMP must be none, bf16 or fp16"),
+    ("LA_ALPHA", "-1", "LA_ALPHA and HA_ALPHA must be positive numbers"),
+    ("HA_ALPHA", "4/", "LA_ALPHA and HA_ALPHA must be positive numbers"),
+])
 def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
-    """A bad FOLD (run_retab.sh) or AMP (driver_lib.sh, shared by the three drivers) stops the
-    driver before it writes anything."""
+    """A bad FOLD (run_retab.sh), AMP or CRF exponent (driver_lib.sh, shared by the three drivers)
+    stops the driver before it writes anything."""
     retab_dir = copy_driver("RETAB", tmp_path)
     proc = run_retab(retab_dir, retab_env(tmp_path, **{setting: value}))
     assert proc.returncode == 2
@@ -552,3 +556,7 @@ def test_run_retab_names_a_missing_psa_output(tmp_path):
     assert proc.returncode == 2
     assert "../psa/out/psa_trainaug_crf_32.0" in proc.stderr and "run psa/run_psa.sh first" in proc.stderr
     assert not (retab_dir / "psa_initcam").exists() and not (retab_dir / "out").exists()
+    # other CRF exponents read other folders, named as run_psa.sh names them (0.5 and 8 -> 8.0)
+    (psa_out / "psa_trainaug_crf_0.5").mkdir()
+    proc = run_retab(retab_dir, retab_env(tmp_path, FOLD="1", LA_ALPHA="0.5", HA_ALPHA="8"))
+    assert proc.returncode == 2 and "../psa/out/psa_trainaug_crf_8.0 not found" in proc.stderr
