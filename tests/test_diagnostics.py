@@ -66,3 +66,18 @@ def test_auc_of_nothing_is_nan():
 def test_perfect_features_are_on_the_grid():
     features = diagnostics.perfect_affinity_features(np.zeros((50, 70), np.uint8))
     assert isinstance(features, torch.Tensor) and tuple(features.shape) == (21, 7, 9)
+
+
+def test_label_grid_counts_by_hand():
+    grid = np.array([[0, 0, 3, 3],
+                     [255, 3, 3, 0],
+                     [0, 5, 255, 0]])
+    gt = np.array([[0, 3, 3, 255],
+                   [0, 3, 0, 0],
+                   [0, 3, 5, 0]])
+    # known cells: all but (0, 3). fg-labelled known: (0,2) right, (1,1) right, (1,2) wrong, (2,1) wrong
+    # (5 on GT 3). bg-labelled known: (0,0) right, (0,1) wrong, (1,3) right, (2,0) right, (2,3) right.
+    assert diagnostics.label_grid_counts(grid, gt) == {"fg_cells": 4, "fg_right": 2, "bg_cells": 5,
+                                                       "bg_right": 4, "gt_fg_cells": 5}
+    with pytest.raises(ValueError, match="differ"):
+        diagnostics.label_grid_counts(grid, gt[:2])

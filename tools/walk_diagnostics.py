@@ -5,11 +5,16 @@
         --cam_dir psa/out/psa_trainaug_cam --alpha 2.5
     python tools/walk_diagnostics.py affinity_auc --voc12_root VOC2012 --list voc12/train.txt \\
         --weights RETAB/out/fold0/affmodel/resnet38_affmixed_fold0.pth --width 0.125
+    python tools/walk_diagnostics.py crf_labels --voc12_root VOC2012 --list voc12/train.txt \\
+        --cam_dir psa/out/psa_trainaug_cam --crf_alphas 4,32 0.5,4
 
 `ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
 `affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
-how well the net's affinities rank same-label pairs above different-label pairs. GT masks are
-read from SegmentationClass (band = 255).
+how well the net's affinities rank same-label pairs above different-label pairs; `crf_labels`
+prints, for each LA_ALPHA,HA_ALPHA pair, how right the affinity trainings' CRF label grids of these
+CAMs are (whole pictures, no crop, no boundary mask): the share of "sure foreground" cells with
+the GT's class, its recall, the share of "sure background" cells that are background. GT masks
+are read from SegmentationClass (band = 255).
 """
 from __future__ import annotations
 
@@ -72,13 +77,45 @@ def affinity_auc(args, names) -> None:
         print(f"{what}: AUC {diagnostics.auc(pos, neg):.3f} ({pos.size} same-label, {neg.size} different-label pairs)")
 
 
+def crf_label_quality(args, names) -> None:
+    from retab.crf import crf_label_dict
+    from retab.data.datasets import novel_label_grid
+    from retab.data.transforms import nearest_resize
+
+    try:
+        pairs = [tuple(float(a) for a in pair.split(",")) for pair in args.crf_alphas]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(pair) != 2 or min(pair) <= 0 for pair in pairs):
+        raise RetabError(f"--crf_alphas takes LA,HA pairs of positive numbers, got {' '.join(args.crf_alphas)}")
+    novel = novel_labels(args.fold)
+    totals = {}
+    for name in tqdm(names, desc="images"):
+        gt = gt_mask(args.voc12_root, name)
+        image = np.asarray(load_voc_image(args.voc12_root, name).convert("RGB"))
+        cams = load_score_dict(f"{args.cam_dir}/{name}.npy")
+        crf = {alpha: crf_label_dict(image, cams, alpha) for alpha in {a for pair in pairs for a in pair}}
+        group = "novel pictures" if np.isin(gt, novel).any() else "base pictures"
+        for la, ha in pairs:
+            grid = novel_label_grid(crf[la], crf[ha])
+            counts = diagnostics.label_grid_counts(grid, nearest_resize(gt, *grid.shape))
+            total = totals.setdefault((group, la, ha), dict.fromkeys(counts, 0))
+            for key, value in counts.items():
+                total[key] += value
+    for (group, la, ha), c in sorted(totals.items()):
+        print(f"{group}, LA_ALPHA {la:g} HA_ALPHA {ha:g}: sure foreground right {c['fg_right'] / max(c['fg_cells'], 1):.3f} "
+              f"(recall {c['fg_right'] / max(c['gt_fg_cells'], 1):.3f}), "
+              f"sure background right {c['bg_right'] / max(c['bg_cells'], 1):.3f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc"])
+    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels"])
     p.add_argument("--voc12_root", required=True)
     p.add_argument("--list", required=True)
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity)")
+    p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity, crf_labels)")
+    p.add_argument("--crf_alphas", nargs="+", default=["4,32"], help="LA,HA pairs (crf_labels)")
     p.add_argument("--alpha", type=float, default=16)
     p.add_argument("--logt", type=int, default=8)
     p.add_argument("--weights", help="affinity net (affinity_auc)")
@@ -103,6 +140,10 @@ def run(p: argparse.ArgumentParser, args) -> int:
         conf = summed_confusion(names, args.voc12_root, lambda name, gt: diagnostics.perfect_affinity_labels(
             load_score_dict(f"{args.cam_dir}/{name}.npy"), gt, alpha=args.alpha, logt=args.logt))
         print_scores(f"walk with a perfect affinity (alpha {args.alpha:g}, logt {args.logt})", conf, args.fold)
+    elif args.what == "crf_labels":
+        if not args.cam_dir:
+            p.error("crf_labels needs --cam_dir")
+        crf_label_quality(args, names)
     else:
         if not args.weights:
             p.error("affinity_auc needs --weights")

@@ -10,6 +10,9 @@ callers sum the confusions over a list (`tools/walk_diagnostics.py`):
   affinity net, so that CAM errors and affinity errors can be told apart.
 - `pair_label_agreement` and `auc`: an affinity net's pair affinities with whether the GT labels of
   the pair agree, and how well they rank same-label pairs above different-label ones.
+- `label_grid_counts`: how right an affinity training's label grid is (the CRF labels' "sure
+  foreground" and "sure background" cells against the GT): what LA_ALPHA / HA_ALPHA should be
+  for a set of CAMs.
 """
 from __future__ import annotations
 
@@ -106,3 +109,22 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     mean_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based, averaged over ties
     rank_sum = mean_rank[inverse[:positive.size]].sum()
     return float((rank_sum - positive.size * (positive.size + 1) / 2) / (positive.size * negative.size))
+
+
+LABEL_GRID_COUNTS = ("fg_cells", "fg_right", "bg_cells", "bg_right", "gt_fg_cells")
+
+
+def label_grid_counts(grid: np.ndarray, gt_grid: np.ndarray) -> dict[str, int]:
+    """Counts of one training label grid (0 background, 1..20 a class, 255 unsure) against the GT at
+    the same cells (`nearest`-downsampled as the base samples' labels; 255 cells are not counted):
+    cells labelled foreground and how many carry the GT's label, cells labelled background and how
+    many are GT background, and GT foreground cells (the recall's denominator)."""
+    grid, gt_grid = np.asarray(grid), np.asarray(gt_grid)
+    if grid.shape != gt_grid.shape:
+        raise ValueError(f"label grid {grid.shape} and GT grid {gt_grid.shape} differ")
+    known = gt_grid != IGNORE
+    fg = known & (grid != 0) & (grid != IGNORE)
+    bg = known & (grid == 0)
+    return {"fg_cells": int(fg.sum()), "fg_right": int((fg & (grid == gt_grid)).sum()),
+            "bg_cells": int(bg.sum()), "bg_right": int((bg & (gt_grid == 0)).sum()),
+            "gt_fg_cells": int((known & (gt_grid != 0)).sum())}
