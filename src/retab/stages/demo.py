@@ -34,16 +34,6 @@ DRIVER_FOLDERS = ("psa", "RETAB", "seg")
 
 # Settings of the CPU demo: everything the drivers run at published scale, made small enough to
 # finish in minutes on 2 cores (the published defaults stay the drivers' defaults).
-# Pictures twice synth_voc's default (128-200 px): the affinity and boundary nets label a stride-8
-# grid, and at 128-200 px 58 % of the cells touching an object straddle its edge, so the base
-# samples' GT (one pixel per cell, as published) taught RETAB's affinity net wrong pairs: trained on
-# base GT it was 3.3 novel points behind the same net trained on CRF labels everywhere (PSA's),
-# -0.9 even on base. On the same pictures upscaled 2x the order turned (GT 65.67 / 68.23 / 57.48
-# against CRF 64.16 / 66.62 / 56.30, crop 128, 8 epochs, PSA walk at LOGT 7). The classifier still
-# trains on pictures resized to RESIZE_LONG and CAM_SCALES are halved to match, so the extra pixels
-# cost only the CRF, the boundary targets and the walks.
-DEMO_IMAGE_SIDE = (256, 400)
-
 DEMO_ENV = {
     "DEVICE": "cpu",
     "WIDTH": "0.125",
@@ -60,7 +50,7 @@ DEMO_ENV = {
     "CLS_LR": "0.002",
     "CLS_OPTIMIZER": "adamw",
     "HUE_JITTER": "0.0",
-    "CAM_SCALES": "0.5 0.25 0.75",  # 1.0 0.5 1.5 of the classifier's training scale (DEMO_IMAGE_SIDE)
+    "CAM_SCALES": "1.0 0.5 1.5",
     "AMP": "bf16",
     # The random walks' background is (1 - max CAM) ** ALPHA. The published 16 suits CAMs whose best
     # constant background threshold is ~0.1 (those of an ImageNet-initialised ResNet-38 on VOC);
@@ -80,7 +70,7 @@ DEMO_ENV = {
     # steps, so 2 ** 8 / 2.7 ** 2 ~ 2 ** 5. Measured (40-epoch fp32 CAMs, ALPHA 1.5; PSA walk,
     # RETAB stage 2): LOGT 5 56.49 / 60.60 / 43.35, 57.64 / 63.12 / 40.11; 6 55.77 / 59.51 / 43.81,
     # 57.82 / 63.05 / 41.08; 8 47.66 / 51.63 / 34.97, 56.91 / 61.94 / 40.82.
-    "LOGT": "7",  # 5 at 128-200 px; the grids are twice as large a side here: 4x the steps
+    "LOGT": "5",
     # The later trainings start from that classifier: AdamW (OPTIMIZER, read by both drivers) for
     # RETAB's boundary net, on which its loss goes lower (1.08 vs 1.19 after 10 epochs; chance is
     # 1.39), and for both affinity nets, so that PSA and RETAB differ only in their labels (PSA's
@@ -265,8 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no_seg", action="store_true", help="stop after the RETAB step")
     parser.add_argument("--device", default=DEMO_ENV["DEVICE"], choices=("auto", "cpu", "cuda"),
                         help="device of every stage (default cpu)")
-    parser.add_argument("--image_side", type=int, nargs=2, metavar=("MIN", "MAX"), default=DEMO_IMAGE_SIDE,
-                        help="picture sizes of the mini-VOC (default %d %d)" % DEMO_IMAGE_SIDE)
+    parser.add_argument("--image_side", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="picture sizes of the mini-VOC (default: synth_voc's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the demo's driver settings (e.g. --set CLS_EPOCHS=40); "
                         "repeatable; keys: " + " ".join(SETTABLE))
