@@ -78,7 +78,7 @@ def affinity_auc(args, names) -> None:
 
 
 def crf_label_quality(args, names) -> None:
-    from retab.crf import crf_label_dict
+    from retab.crf import crf_label_dicts
     from retab.data.datasets import novel_label_grid
     from retab.data.transforms import nearest_resize
 
@@ -88,13 +88,13 @@ def crf_label_quality(args, names) -> None:
         pairs = []
     if not pairs or any(len(pair) != 2 or min(pair) <= 0 for pair in pairs):
         raise RetabError(f"--crf_alphas takes LA,HA pairs of positive numbers, got {' '.join(args.crf_alphas)}")
+    alphas = sorted({a for pair in pairs for a in pair})
     novel = novel_labels(args.fold)
     totals = {}
     for name in tqdm(names, desc="images"):
         gt = gt_mask(args.voc12_root, name)
-        image = np.asarray(load_voc_image(args.voc12_root, name).convert("RGB"))
-        cams = load_score_dict(f"{args.cam_dir}/{name}.npy")
-        crf = {alpha: crf_label_dict(image, cams, alpha) for alpha in {a for pair in pairs for a in pair}}
+        image = np.asarray(load_voc_image(args.voc12_root, name), dtype=np.uint8)  # as infer_cls feeds the CRF
+        crf = crf_label_dicts(image, load_score_dict(f"{args.cam_dir}/{name}.npy"), alphas=alphas)
         group = "novel pictures" if np.isin(gt, novel).any() else "base pictures"
         for la, ha in pairs:
             grid = novel_label_grid(crf[la], crf[ha])

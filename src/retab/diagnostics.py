@@ -111,9 +111,6 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((rank_sum - positive.size * (positive.size + 1) / 2) / (positive.size * negative.size))
 
 
-LABEL_GRID_COUNTS = ("fg_cells", "fg_right", "bg_cells", "bg_right", "gt_fg_cells")
-
-
 def label_grid_counts(grid: np.ndarray, gt_grid: np.ndarray) -> dict[str, int]:
     """Counts of one training label grid (0 background, 1..20 a class, 255 unsure) against the GT at
     the same cells (`nearest`-downsampled as the base samples' labels; 255 cells are not counted):
