@@ -166,6 +166,36 @@ def test_brightness_jitter_scales_a_grey_image_within_its_range():
     assert len(values) > 10
 
 
+def test_hue_shift_turns_pils_hue_channel_by_the_truncated_step():
+    px = lambda rgb: Image.fromarray(np.array([[rgb]], np.uint8))
+    rgb = lambda img: np.asarray(img)[0, 0].tolist()
+    # PIL's 8-bit hue: red 0, green 85, blue 170; a third of a turn is int(85.0) = 85 steps
+    assert rgb(T.adjust_hue(px([255, 0, 0]), 1 / 3)) == [0, 255, 0]
+    assert rgb(T.adjust_hue(px([0, 255, 0]), 1 / 3)) == [0, 0, 255]
+    # and back: -1/3 steps -85
+    assert rgb(T.adjust_hue(px([0, 0, 255]), -1 / 3)) == [0, 255, 0]
+    # int() truncates towards zero: -0.1 * 255 = -25.5 and -0.099 * 255 = -25.2 both step -25,
+    # -0.1021 * 255 = -26.04 steps -26
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (8, 8, 3)).astype(np.uint8))
+    same = lambda a, b: np.array_equal(np.asarray(a), np.asarray(b))
+    assert same(T.adjust_hue(img, -0.1), T.adjust_hue(img, -0.099))
+    assert not same(T.adjust_hue(img, -0.1), T.adjust_hue(img, -0.1021))
+    assert same(T.adjust_hue(img, 0.0), img.convert("HSV").convert("RGB"))
+    grey = Image.fromarray(np.full((2, 2), 90, np.uint8))
+    assert T.adjust_hue(grey, 0.3) is grey
+
+
+def test_color_jitter_matches_torchvisions_pil_operators():
+    TF = pytest.importorskip("torchvision.transforms.functional")
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 11, 3)).astype(np.uint8))
+    for ours, theirs, factors in ((T.adjust_brightness, TF.adjust_brightness, (0.7, 1.3)),
+                                  (T.adjust_contrast, TF.adjust_contrast, (0.7, 1.3)),
+                                  (T.adjust_saturation, TF.adjust_saturation, (0.7, 1.3)),
+                                  (T.adjust_hue, TF.adjust_hue, (-0.1, -0.037, 0.05, 0.1))):
+        for f in factors:
+            assert np.array_equal(np.asarray(ours(img, f)), np.asarray(theirs(img, f))), (ours, f)
+
+
 # ----------------------------------------------------------------------------- nearest rule
 
 def test_nearest_indices_hand_cases_and_torch():

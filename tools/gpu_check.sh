@@ -27,7 +27,7 @@ log() { echo "gpu_check $(date +%H:%M:%S): $*" | tee -a "$OUT_DIR/summary.txt"; 
 
 log "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  "$PYTHON" -c 'import sys, torch, torchvision, numpy; print(sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__, "numpy", numpy.__version__, "cuda", torch.cuda.is_available())'
+  "$PYTHON" -c 'import sys, torch, numpy; print(sys.version.split()[0], "torch", torch.__version__, "numpy", numpy.__version__, "cuda", torch.cuda.is_available())'
 } 2>&1 | tee -a "$OUT_DIR/summary.txt"
 
 if ! "$PYTHON" -c 'import pydensecrf.densecrf' 2>/dev/null; then

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,12 +85,39 @@ def hflip(arr: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- colour jitter
 
+def _enhance(kind):
+    """One of PIL's ImageEnhance operators as `adjust(img, factor)`: the operators torchvision's
+    ColorJitter applies to PIL images (Brightness, Contrast, and Color for saturation)."""
+    def adjust(img: Image.Image, factor: float) -> Image.Image:
+        return kind(img).enhance(factor)
+    return adjust
+
+
+adjust_brightness = _enhance(ImageEnhance.Brightness)
+adjust_contrast = _enhance(ImageEnhance.Contrast)
+adjust_saturation = _enhance(ImageEnhance.Color)
+
+
+def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
+    """Rotate the hue of an RGB image by `shift` turns (|shift| <= 0.5), as torchvision's PIL path
+    does: the 8-bit H channel of PIL's HSV gets int(shift * 255) added modulo 256 (int() truncates
+    towards zero, so -0.1 adds -25, i.e. 231). Grey-level modes are returned unchanged."""
+    if img.mode in {"L", "1", "I", "F"}:
+        return img
+    h, s, v = img.convert("HSV").split()
+    hue = (np.asarray(h, dtype=np.int32) + int(shift * 255)) % 256
+    h = Image.fromarray(hue.astype(np.uint8), mode="L")
+    return Image.merge("HSV", (h, s, v)).convert(img.mode)
+
+
 class ColorJitter:
     """torchvision's ColorJitter on PIL images, but with its random draws taken from `rng`.
 
     Same semantics: brightness, contrast and saturation factors uniform in
     [max(0, 1 - s), 1 + s], hue shift uniform in [-h, h], the four adjustments applied in a random
     order; an adjustment of strength 0 is skipped (so all-zero strengths are the identity).
+    The adjustments are PIL's own operators, the ones torchvision uses for PIL images, so
+    torchvision itself is not needed.
     """
 
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
@@ -108,19 +135,17 @@ class ColorJitter:
         return not (self.brightness or self.contrast or self.saturation or self.hue)
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        import torchvision.transforms.functional as TF
-
         if self.is_identity:
             return img
         steps = []
-        for strength, adjust in ((self.brightness, TF.adjust_brightness),
-                                 (self.contrast, TF.adjust_contrast),
-                                 (self.saturation, TF.adjust_saturation)):
+        for strength, adjust in ((self.brightness, adjust_brightness),
+                                 (self.contrast, adjust_contrast),
+                                 (self.saturation, adjust_saturation)):
             if strength:
                 factor = float(rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength))
                 steps.append((adjust, factor))
         if self.hue:
-            steps.append((TF.adjust_hue, float(rng.uniform(-self.hue, self.hue))))
+            steps.append((adjust_hue, float(rng.uniform(-self.hue, self.hue))))
         for i in rng.permutation(len(steps)):
             adjust, factor = steps[i]
             img = adjust(img, factor)
