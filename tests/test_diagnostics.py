@@ -81,3 +81,35 @@ def test_label_grid_counts_by_hand():
                                                        "bg_right": 4, "gt_fg_cells": 5}
     with pytest.raises(ValueError, match="differ"):
         diagnostics.label_grid_counts(grid, gt[:2])
+
+
+def test_cell_majority_labels_by_hand():
+    gt = np.zeros((16, 8), np.uint8)
+    gt[:5, :] = 3          # top cell: 40 px of 3, 20 px of 0 ...
+    gt[5, :4] = 255        # ... and 4 ignored
+    gt[8:, :] = 255        # bottom cell: nothing but the band
+    gt[8, 0] = 7
+    assert diagnostics.cell_majority_labels(gt).tolist() == [[3], [7]]
+    gt[8, 0] = 255
+    assert diagnostics.cell_majority_labels(gt).tolist() == [[3], [255]]
+    tie = np.zeros((8, 8), np.uint8)
+    tie[:4] = 9            # 32 px each: the smaller label wins
+    assert diagnostics.cell_majority_labels(tie).tolist() == [[0]]
+    assert diagnostics.cell_majority_labels(np.zeros((15, 23), np.uint8)).shape == (1, 2)
+
+
+def test_pair_label_accuracy_by_hand():
+    # radius 2: offsets (0, 1), (1, -1), (1, 0), (1, 1); p runs over row 0, columns 1 and 2
+    reference = np.array([[0, 0, 5, 5],
+                          [0, 0, 5, 5]], np.uint8)
+    grid = np.array([[0, 0, 5, 5],
+                     [0, 5, 5, 255]], np.uint8)
+    # from (0,1): ->(0,2) neg/neg right, ->(1,0) bg/bg right, ->(1,1) neg but reference bg,
+    #             ->(1,2) neg/neg right
+    # from (0,2): ->(0,3) fg/fg right, ->(1,1) fg but reference neg, ->(1,2) fg/fg right,
+    #             ->(1,3) unlabelled (255)
+    assert diagnostics.pair_label_accuracy(grid, reference, radius=2) == {
+        "bg_pos": 1, "bg_pos_right": 1, "fg_pos": 3, "fg_pos_right": 2, "neg": 3, "neg_right": 2,
+        "labelled": 7, "reference": 8}
+    with pytest.raises(ValueError, match="differ"):
+        diagnostics.pair_label_accuracy(grid, reference[:1], radius=2)

@@ -13,8 +13,10 @@
 how well the net's affinities rank same-label pairs above different-label pairs; `crf_labels`
 prints, for each LA_ALPHA,HA_ALPHA pair, how right the affinity trainings' CRF label grids of these
 CAMs are (whole pictures, no crop, no boundary mask): the share of "sure foreground" cells with
-the GT's class, its recall, the share of "sure background" cells that are background. GT masks
-are read from SegmentationClass (band = 255).
+the GT's class, its recall, the share of "sure background" cells that are background; then, for
+those grids and for the base samples' labels (the GT nearest-sampled, as RETAB trains on them), the
+share of the pairs each kind teaches (positive background, positive foreground, negative) that the
+GT's cell-majority labels agree with. GT masks are read from SegmentationClass (band = 255).
 """
 from __future__ import annotations
 
@@ -90,22 +92,35 @@ def crf_label_quality(args, names) -> None:
         raise RetabError(f"--crf_alphas takes LA,HA pairs of positive numbers, got {' '.join(args.crf_alphas)}")
     alphas = sorted({a for pair in pairs for a in pair})
     novel = novel_labels(args.fold)
-    totals = {}
+    totals, pair_totals = {}, {}
     for name in tqdm(names, desc="images"):
         gt = gt_mask(args.voc12_root, name)
         image = np.asarray(load_voc_image(args.voc12_root, name), dtype=np.uint8)  # as infer_cls feeds the CRF
         crf = crf_label_dicts(image, load_score_dict(f"{args.cam_dir}/{name}.npy"), alphas=alphas)
         group = "novel pictures" if np.isin(gt, novel).any() else "base pictures"
+        majority = diagnostics.cell_majority_labels(gt)
+        grids = {"base GT, nearest": nearest_resize(gt, *majority.shape)}
         for la, ha in pairs:
             grid = novel_label_grid(crf[la], crf[ha])
-            counts = diagnostics.label_grid_counts(grid, nearest_resize(gt, *grid.shape))
-            total = totals.setdefault((group, la, ha), dict.fromkeys(counts, 0))
-            for key, value in counts.items():
-                total[key] += value
+            add_counts(totals, (group, la, ha), diagnostics.label_grid_counts(grid, nearest_resize(gt, *grid.shape)))
+            grids[f"CRF {la:g},{ha:g}"] = grid
+        for what, grid in grids.items():
+            add_counts(pair_totals, (group, what), diagnostics.pair_label_accuracy(grid, majority))
     for (group, la, ha), c in sorted(totals.items()):
         print(f"{group}, LA_ALPHA {la:g} HA_ALPHA {ha:g}: sure foreground right {c['fg_right'] / max(c['fg_cells'], 1):.3f} "
               f"(recall {c['fg_right'] / max(c['gt_fg_cells'], 1):.3f}), "
               f"sure background right {c['bg_right'] / max(c['bg_cells'], 1):.3f}")
+    print("pairs taught, and the share the GT's cell majority agrees with:")
+    for (group, what), c in sorted(pair_totals.items()):
+        kinds = ", ".join(f"{kind} {c[kind]} right {c[kind + '_right'] / max(c[kind], 1):.3f}"
+                          for kind in diagnostics.PAIR_KINDS)
+        print(f"  {group}, {what}: {kinds}; {c['labelled'] / max(c['reference'], 1):.2f} as many pairs as the GT")
+
+
+def add_counts(totals: dict, key, counts: dict) -> None:
+    total = totals.setdefault(key, dict.fromkeys(counts, 0))
+    for name, value in counts.items():
+        total[name] += value
 
 
 def main(argv=None) -> int:

@@ -13,13 +13,17 @@ callers sum the confusions over a list (`tools/walk_diagnostics.py`):
 - `label_grid_counts`: how right an affinity training's label grid is (the CRF labels' "sure
   foreground" and "sure background" cells against the GT): what LA_ALPHA / HA_ALPHA should be
   for a set of CAMs.
+- `cell_majority_labels` and `pair_label_accuracy`: how many of the pairs that a training label
+  grid teaches (positive background, positive foreground, negative) the GT agrees with, the GT
+  taken as each 8 x 8 cell's majority label: the CRF labels against RETAB's nearest-sampled base
+  GT, which straddles every edge that cuts a cell.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from retab.affinity import pair_affinities, pair_indices
+from retab.affinity import affinity_labels, pair_affinities, pair_indices
 from retab.random_walk import (GRID_STRIDE, downsample_scores, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, stage1_labels, stage1_scores, upsample_scores)
 from retab.voc import IGNORE, NUM_LABELS
@@ -125,3 +129,37 @@ def label_grid_counts(grid: np.ndarray, gt_grid: np.ndarray) -> dict[str, int]:
     return {"fg_cells": int(fg.sum()), "fg_right": int((fg & (grid == gt_grid)).sum()),
             "bg_cells": int(bg.sum()), "bg_right": int((bg & (gt_grid == 0)).sum()),
             "gt_fg_cells": int((known & (gt_grid != 0)).sum())}
+
+
+def cell_majority_labels(gt: np.ndarray, stride: int = GRID_STRIDE) -> np.ndarray:
+    """The most frequent label of each stride x stride cell (uint8 [H // stride, W // stride]),
+    255 pixels not counted, 255 where a cell has no other pixel; ties go to the smaller label.
+    The grid is the affinity trainings' (a remainder below `stride` is dropped)."""
+    rows, cols = gt.shape[0] // stride, gt.shape[1] // stride
+    cells = np.asarray(gt)[:rows * stride, :cols * stride].reshape(rows, stride, cols, stride)
+    cells = cells.transpose(0, 2, 1, 3).reshape(rows, cols, stride * stride)
+    counts = np.stack([(cells == label).sum(axis=-1) for label in range(NUM_LABELS)], axis=-1)
+    labels = counts.argmax(axis=-1).astype(np.uint8)
+    labels[counts.sum(axis=-1) == 0] = IGNORE
+    return labels
+
+
+PAIR_KINDS = ("bg_pos", "fg_pos", "neg")
+
+
+def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5) -> dict[str, int]:
+    """Counts of the affinity pairs a training label grid teaches against a reference grid of the
+    same cells: for each kind (positive background, positive foreground, negative) how many pairs
+    the grid labels so and how many of them the reference labels the same way ("<kind>_right");
+    `labelled` / `reference` count the pairs of any kind in each."""
+    grid, reference = np.asarray(grid), np.asarray(reference)
+    if grid.shape != reference.shape:
+        raise ValueError(f"label grid {grid.shape} and reference grid {reference.shape} differ")
+    ours, theirs = affinity_labels(grid, radius), affinity_labels(reference, radius)
+    counts = {}
+    for kind, mine, truth in zip(PAIR_KINDS, ours, theirs):
+        counts[kind] = int((mine > 0).sum())
+        counts[f"{kind}_right"] = int(((mine > 0) & (truth > 0)).sum())
+    counts["labelled"] = int(sum((mine > 0).sum() for mine in ours))
+    counts["reference"] = int(sum((truth > 0).sum() for truth in theirs))
+    return counts
