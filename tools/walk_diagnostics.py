@@ -81,7 +81,7 @@ def affinity_auc(args, names) -> None:
 
 def crf_label_quality(args, names) -> None:
     from retab.crf import crf_label_dicts
-    from retab.data.datasets import novel_label_grid
+    from retab.data.datasets import base_label_grid, novel_label_grid
     from retab.data.transforms import nearest_resize
 
     try:
@@ -99,7 +99,7 @@ def crf_label_quality(args, names) -> None:
         crf = crf_label_dicts(image, load_score_dict(f"{args.cam_dir}/{name}.npy"), alphas=alphas)
         group = "novel pictures" if np.isin(gt, novel).any() else "base pictures"
         majority = diagnostics.cell_majority_labels(gt)
-        grids = {"base GT, nearest": nearest_resize(gt, *majority.shape)}
+        grids = {"base GT, nearest": base_label_grid(gt, majority.shape)}
         for la, ha in pairs:
             grid = novel_label_grid(crf[la], crf[ha])
             add_counts(totals, (group, la, ha), diagnostics.label_grid_counts(grid, nearest_resize(gt, *grid.shape)))
