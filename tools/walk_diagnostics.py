@@ -82,7 +82,6 @@ def affinity_auc(args, names) -> None:
 def crf_label_quality(args, names) -> None:
     from retab.crf import crf_label_dicts
     from retab.data.datasets import base_label_grid, novel_label_grid
-    from retab.data.transforms import nearest_resize
 
     try:
         pairs = [tuple(float(a) for a in pair.split(",")) for pair in args.crf_alphas]
@@ -99,10 +98,11 @@ def crf_label_quality(args, names) -> None:
         crf = crf_label_dicts(image, load_score_dict(f"{args.cam_dir}/{name}.npy"), alphas=alphas)
         group = "novel pictures" if np.isin(gt, novel).any() else "base pictures"
         majority = diagnostics.cell_majority_labels(gt)
-        grids = {"base GT, nearest": base_label_grid(gt, majority.shape)}
+        gt_grid = base_label_grid(gt, majority.shape)  # the grid of every label set (H // 8, W // 8)
+        grids = {"base GT, nearest": gt_grid}
         for la, ha in pairs:
             grid = novel_label_grid(crf[la], crf[ha])
-            add_counts(totals, (group, la, ha), diagnostics.label_grid_counts(grid, nearest_resize(gt, *grid.shape)))
+            add_counts(totals, (group, la, ha), diagnostics.label_grid_counts(grid, gt_grid))
             grids[f"CRF {la:g},{ha:g}"] = grid
         for what, grid in grids.items():
             add_counts(pair_totals, (group, what), diagnostics.pair_label_accuracy(grid, majority))

@@ -160,6 +160,6 @@ def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5
     for kind, mine, truth in zip(PAIR_KINDS, ours, theirs):
         counts[kind] = int((mine > 0).sum())
         counts[f"{kind}_right"] = int(((mine > 0) & (truth > 0)).sum())
-    counts["labelled"] = int(sum((mine > 0).sum() for mine in ours))
+    counts["labelled"] = sum(counts[kind] for kind in PAIR_KINDS)  # the kinds never overlap
     counts["reference"] = int(sum((truth > 0).sum() for truth in theirs))
     return counts
