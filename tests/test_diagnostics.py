@@ -113,3 +113,6 @@ def test_pair_label_accuracy_by_hand():
         "labelled": 7, "reference": 8}
     with pytest.raises(ValueError, match="differ"):
         diagnostics.pair_label_accuracy(grid, reference[:1], radius=2)
+    # the same pairs counted without a reference
+    assert diagnostics.taught_pairs(grid, radius=2) == {"bg_pos": 1, "fg_pos": 3, "neg": 3}
+    assert diagnostics.taught_pairs(reference, radius=2) == {"bg_pos": 2, "fg_pos": 3, "neg": 3}

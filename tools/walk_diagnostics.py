@@ -7,6 +7,9 @@
         --weights RETAB/out/fold0/affmodel/resnet38_affmixed_fold0.pth --width 0.125
     python tools/walk_diagnostics.py crf_labels --voc12_root VOC2012 --list voc12/train.txt \\
         --cam_dir psa/out/psa_trainaug_cam --crf_alphas 4,32 0.5,4
+    python tools/walk_diagnostics.py training_pairs --voc12_root VOC2012 --list voc12/train_aug.txt \\
+        --list_dir voc12 --la_crf_dir psa/out/psa_trainaug_crf_0.5 --ha_crf_dir psa/out/psa_trainaug_crf_4.0 \\
+        --target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8 --crop_size 128
 
 `ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
 `affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
@@ -17,6 +20,10 @@ the GT's class, its recall, the share of "sure background" cells that are backgr
 those grids and for the base samples' labels (the GT nearest-sampled, as RETAB trains on them), the
 share of the pairs each kind teaches (positive background, positive foreground, negative) that the
 GT's cell-majority labels agree with. GT masks are read from SegmentationClass (band = 255).
+`training_pairs` crops the pictures as the affinity trainings do (same seed, --epochs epochs) and
+counts the pairs each kind of sample teaches: PSA's labels (CRF everywhere) against RETAB's (base
+GT, novel CRF masked by the boundary targets); per crop, and the novel samples' share of each kind,
+i.e. of each term of the loss.
 """
 from __future__ import annotations
 
@@ -117,6 +124,43 @@ def crf_label_quality(args, names) -> None:
         print(f"  {group}, {what}: {kinds}; {c['labelled'] / max(c['reference'], 1):.2f} as many pairs as the GT")
 
 
+def training_pair_counts(args, names) -> None:
+    from retab.data.datasets import AffinityTrainDataset
+    from retab.stages.train_boundary import fold_list
+
+    for what in ("la_crf_dir", "ha_crf_dir"):
+        if not getattr(args, what):
+            raise RetabError(f"training_pairs needs --{what}")
+    base = set(read_name_list(fold_list(args.list_dir, args.fold, "base"))) & set(names)
+    groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}
+    common = dict(voc_root=args.voc12_root, crf_la_dir=args.la_crf_dir, crf_ha_dir=args.ha_crf_dir,
+                  crop_size=args.crop_size, seed=args.seed)
+    labellings = {  # (training, samples) -> the dataset that labels them as that training does
+        ("PSA", "base"): AffinityTrainDataset(groups["base"], **common),
+        ("PSA", "novel"): AffinityTrainDataset(groups["novel"], **common),
+        ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, **common),
+        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir, **common),
+    }
+    totals, crops = {}, {}
+    for key, dataset in labellings.items():
+        for epoch in range(args.epochs):
+            dataset.set_epoch(epoch)
+            for index in tqdm(range(len(dataset)), desc=f"{key[0]} {key[1]} epoch {epoch}", leave=False):
+                add_counts(totals, key, diagnostics.taught_pairs(dataset.sample_with_grid(index)[1]))
+                crops[key] = crops.get(key, 0) + 1
+    print("pairs taught per crop (" + " / ".join(diagnostics.PAIR_KINDS) + "), and the novel samples' share:")
+    for training in ("PSA", "RETAB"):
+        for group in ("base", "novel"):
+            c, n = totals.get((training, group)), crops.get((training, group), 0)
+            if c:
+                print(f"  {training}, {group} samples ({n} crops): "
+                      + " / ".join(f"{c[kind] / n:.1f}" for kind in diagnostics.PAIR_KINDS))
+        shares = [totals.get((training, "novel"), {}).get(kind, 0)
+                  / max(sum(totals.get((training, g), {}).get(kind, 0) for g in groups), 1)
+                  for kind in diagnostics.PAIR_KINDS]
+        print(f"  {training}, novel share: " + " / ".join(f"{share:.3f}" for share in shares))
+
+
 def add_counts(totals: dict, key, counts: dict) -> None:
     total = totals.setdefault(key, dict.fromkeys(counts, 0))
     for name, value in counts.items():
@@ -125,12 +169,19 @@ def add_counts(totals: dict, key, counts: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels"])
+    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels", "training_pairs"])
     p.add_argument("--voc12_root", required=True)
     p.add_argument("--list", required=True)
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity, crf_labels)")
     p.add_argument("--crf_alphas", nargs="+", default=["4,32"], help="LA,HA pairs (crf_labels)")
+    p.add_argument("--la_crf_dir", help="la CRF dicts (training_pairs)")
+    p.add_argument("--ha_crf_dir", help="ha CRF dicts (training_pairs)")
+    p.add_argument("--target_dir", help="boundary target maps; none: RETAB's novel labels unmasked (training_pairs)")
+    p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (training_pairs)")
+    p.add_argument("--crop_size", type=int, default=448, help="affinity training crop (training_pairs)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of crops (training_pairs)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (training_pairs)")
     p.add_argument("--alpha", type=float, default=16)
     p.add_argument("--logt", type=int, default=8)
     p.add_argument("--weights", help="affinity net (affinity_auc)")
@@ -159,6 +210,8 @@ def run(p: argparse.ArgumentParser, args) -> int:
         if not args.cam_dir:
             p.error("crf_labels needs --cam_dir")
         crf_label_quality(args, names)
+    elif args.what == "training_pairs":
+        training_pair_counts(args, names)
     else:
         if not args.weights:
             p.error("affinity_auc needs --weights")

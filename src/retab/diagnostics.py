@@ -13,6 +13,8 @@ callers sum the confusions over a list (`tools/walk_diagnostics.py`):
 - `label_grid_counts`: how right an affinity training's label grid is (the CRF labels' "sure
   foreground" and "sure background" cells against the GT): what LA_ALPHA / HA_ALPHA should be
   for a set of CAMs.
+- `taught_pairs`: how many pairs of each kind a label grid teaches (summed over a training's crops:
+  how much of each loss term the base and the novel samples hold).
 - `cell_majority_labels` and `pair_label_accuracy`: how many of the pairs that a training label
   grid teaches (positive background, positive foreground, negative) the GT agrees with, the GT
   taken as each 8 x 8 cell's majority label: the CRF labels against RETAB's nearest-sampled base
@@ -145,6 +147,12 @@ def cell_majority_labels(gt: np.ndarray, stride: int = GRID_STRIDE) -> np.ndarra
 
 
 PAIR_KINDS = ("bg_pos", "fg_pos", "neg")
+
+
+def taught_pairs(grid: np.ndarray, radius: int = 5) -> dict[str, int]:
+    """How many pairs of each kind (positive background, positive foreground, negative) an affinity
+    training's label grid teaches."""
+    return {kind: int((pairs > 0).sum()) for kind, pairs in zip(PAIR_KINDS, affinity_labels(grid, radius))}
 
 
 def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5) -> dict[str, int]:
