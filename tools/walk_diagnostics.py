@@ -128,9 +128,6 @@ def training_pair_counts(args, names) -> None:
     from retab.data.datasets import AffinityTrainDataset
     from retab.stages.train_boundary import fold_list
 
-    for what in ("la_crf_dir", "ha_crf_dir"):
-        if not getattr(args, what):
-            raise RetabError(f"training_pairs needs --{what}")
     base = set(read_name_list(fold_list(args.list_dir, args.fold, "base"))) & set(names)
     groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}
     common = dict(voc_root=args.voc12_root, crf_la_dir=args.la_crf_dir, crf_ha_dir=args.ha_crf_dir,
@@ -141,24 +138,21 @@ def training_pair_counts(args, names) -> None:
         ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, **common),
         ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir, **common),
     }
-    totals, crops = {}, {}
+    totals = {key: dict.fromkeys(diagnostics.PAIR_KINDS, 0) for key in labellings}
     for key, dataset in labellings.items():
         for epoch in range(args.epochs):
             dataset.set_epoch(epoch)
             for index in tqdm(range(len(dataset)), desc=f"{key[0]} {key[1]} epoch {epoch}", leave=False):
                 add_counts(totals, key, diagnostics.taught_pairs(dataset.sample_with_grid(index)[1]))
-                crops[key] = crops.get(key, 0) + 1
     print("pairs taught per crop (" + " / ".join(diagnostics.PAIR_KINDS) + "), and the novel samples' share:")
     for training in ("PSA", "RETAB"):
-        for group in ("base", "novel"):
-            c, n = totals.get((training, group)), crops.get((training, group), 0)
-            if c:
-                print(f"  {training}, {group} samples ({n} crops): "
-                      + " / ".join(f"{c[kind] / n:.1f}" for kind in diagnostics.PAIR_KINDS))
-        shares = [totals.get((training, "novel"), {}).get(kind, 0)
-                  / max(sum(totals.get((training, g), {}).get(kind, 0) for g in groups), 1)
-                  for kind in diagnostics.PAIR_KINDS]
-        print(f"  {training}, novel share: " + " / ".join(f"{share:.3f}" for share in shares))
+        for group, group_names in groups.items():
+            crops = len(group_names) * args.epochs
+            per_crop = (totals[training, group][kind] / max(crops, 1) for kind in diagnostics.PAIR_KINDS)
+            print(f"  {training}, {group} samples ({crops} crops): " + " / ".join(f"{x:.1f}" for x in per_crop))
+        novel, base_pairs = totals[training, "novel"], totals[training, "base"]
+        shares = (novel[kind] / max(novel[kind] + base_pairs[kind], 1) for kind in diagnostics.PAIR_KINDS)
+        print(f"  {training}, novel share: " + " / ".join(f"{x:.3f}" for x in shares))
 
 
 def add_counts(totals: dict, key, counts: dict) -> None:
@@ -211,6 +205,8 @@ def run(p: argparse.ArgumentParser, args) -> int:
             p.error("crf_labels needs --cam_dir")
         crf_label_quality(args, names)
     elif args.what == "training_pairs":
+        if not (args.la_crf_dir and args.ha_crf_dir):
+            p.error("training_pairs needs --la_crf_dir and --ha_crf_dir")
         training_pair_counts(args, names)
     else:
         if not args.weights:
