@@ -46,8 +46,9 @@ if ! "$PYTHON" -c 'import pydensecrf.densecrf' 2>/dev/null; then
 fi
 
 log "CUDA tests"
-(cd "$ROOT" && "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda.py) >"$OUT_DIR/test_cuda.log" 2>&1
-log "CUDA tests: $(tail -n 1 "$OUT_DIR/test_cuda.log")"
+(cd "$ROOT" && "$PYTHON" -m pytest -rs -p no:cacheprovider tests/test_cuda.py) >"$OUT_DIR/test_cuda.log" 2>&1
+# the result line ("12 passed, 1 skipped in ..."), not the last line, which may be the warnings footer
+log "CUDA tests: $(grep -a -E "[0-9]+ (passed|failed|skipped|error)" "$OUT_DIR/test_cuda.log" | tail -n 1)"
 
 if [ "${BENCH:-1}" = 1 ]; then
     log "random-walk benchmark"
