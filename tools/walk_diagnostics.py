@@ -126,7 +126,7 @@ def crf_label_quality(args, names) -> None:
 
 def training_pair_counts(args, names) -> None:
     from retab.data.datasets import AffinityTrainDataset
-    from retab.stages.train_boundary import fold_list
+    from retab.stages.make_splits import fold_list
 
     base = set(read_name_list(fold_list(args.list_dir, args.fold, "base"))) & set(names)
     groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}

@@ -33,6 +33,17 @@ def fold_list_path(list_dir, fold: int, part: str, ext: str = ".txt") -> Path:
     return Path(list_dir) / f"trainaug_fold{fold}_{part}{ext}"
 
 
+def fold_list(list_dir, fold: int, part: str) -> Path:
+    """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
+    voc.check_fold(fold)
+    candidates = [fold_list_path(list_dir, fold, part, ext) for ext in (".txt", ".npy")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise RetabError(f"{candidates[0]}: fold {fold} {part} list not found (nor {candidates[1].name}); "
+                     f"derive the lists with `retab make_splits --voc12_root VOC2012 --out_dir {list_dir}`")
+
+
 def aug_mask_names(voc_root) -> list[str]:
     folder = Path(voc_root) / "SegmentationClassAug"
     if not folder.is_dir():

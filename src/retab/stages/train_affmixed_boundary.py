@@ -26,7 +26,8 @@ from retab.models import build_model
 from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
                                  make_train_optimizer, setup_training, training_names)
 from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
-from retab.stages.train_boundary import check_masks, fold_list
+from retab.stages.make_splits import fold_list
+from retab.stages.train_boundary import check_masks
 from retab.training import train
 
 log = logging.getLogger("retab")

@@ -24,21 +24,10 @@ from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.stages.common import (add_training_args, initialise_for_training, make_train_config,
                                  make_train_optimizer, setup_training)
-from retab.stages.make_splits import fold_list_path
+from retab.stages.make_splits import fold_list
 from retab.training import train
 
 log = logging.getLogger("retab")
-
-
-def fold_list(list_dir, fold: int, part: str) -> Path:
-    """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
-    voc.check_fold(fold)
-    candidates = [fold_list_path(list_dir, fold, part, ext) for ext in (".txt", ".npy")]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise RetabError(f"{candidates[0]}: fold {fold} {part} list not found (nor {candidates[1].name}); "
-                     f"derive the lists with `retab make_splits --voc12_root VOC2012 --out_dir {list_dir}`")
 
 
 def check_masks(names, voc_root) -> None:

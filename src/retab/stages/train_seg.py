@@ -35,7 +35,7 @@ from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
 from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
                                  make_train_optimizer, setup_training, training_names)
-from retab.stages.make_splits import fold_list_path
+from retab.stages.make_splits import fold_list
 from retab.training import train
 
 log = logging.getLogger("retab")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fold_names(path, fold: int, part: str) -> list[str]:
-    return voc.read_name_list(path or fold_list_path(DEFAULT_LIST_DIR, fold, part))
+    return voc.read_name_list(path or fold_list(DEFAULT_LIST_DIR, fold, part))
 
 
 def main(argv=None) -> int:
@@ -160,8 +160,8 @@ def segmentation_experiment(voc_root, out_dir, fold: int = 0, supervision: str =
     if not weights_path.is_file():
         argv = ["--fold", str(fold), "--supervision", supervision, "--voc12_root", str(voc_root),
                 "--train_list", str(list_dir / "train_aug.txt"),
-                "--base_list", str(fold_list_path(list_dir, fold, "base")),
-                "--novel_list", str(fold_list_path(list_dir, fold, "novel")),
+                "--base_list", str(fold_list(list_dir, fold, "base")),
+                "--novel_list", str(fold_list(list_dir, fold, "novel")),
                 "--batch_size", str(batch_size), "--max_epoches", str(epochs), "--lr", str(lr),
                 "--momentum", str(momentum), "--crop_size", str(crop_size),
                 "--resize_long", str(resize_long[0]), str(resize_long[1]),
