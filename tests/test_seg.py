@@ -438,3 +438,13 @@ def test_run_seg_sh_trains_infers_and_evaluates(tmp_path):
     env["OUT"] = "out/other"
     proc = subprocess.run(["sh", "run_seg.sh"], cwd=seg_dir, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2 and "PSEUDO_DIR" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_default_fold_lists_read_the_npy_when_the_txt_is_absent(tmp_path, monkeypatch):
+    # train_seg's default lists are voc12/trainaug_fold{F}_{part}.txt, else the .npy beside it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "voc12").mkdir()
+    np.save(tmp_path / "voc12" / "trainaug_fold2_base.npy", np.array(["2007_000032", "2007_000039"]))
+    assert train_seg.fold_names(None, 2, "base") == ["2007_000032", "2007_000039"]
+    with pytest.raises(RetabError, match=r"trainaug_fold2_novel\.txt: fold 2 novel list not found"):
+        train_seg.fold_names(None, 2, "novel")
