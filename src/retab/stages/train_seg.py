@@ -18,8 +18,6 @@ Published defaults: the step is not part of the published code, so these are Dee
 (the usual choice of WSSS papers for this step): batch 10, crop 321, lr 2.5e-4 with real SGD
 momentum 0.9 (not the PSA momentum quirk), weight decay 5e-4, 20 epochs (about DeepLab's 20k
 iterations of batch 10 on train_aug), random scale 0.5..1.5 of VOC's 500 px long side.
-
-`segmentation_experiment(...)` trains, infers on val and evaluates in one call (the demo's row).
 """
 from __future__ import annotations
 
@@ -133,55 +131,3 @@ def main(argv=None) -> int:
              optimizer.max_step // cfg.max_epoches, args.width, device)
     train(model, optimizer, dataset, seg_step, cfg, device)
     return 0
-
-
-# ----------------------------------------------------------------------------- one call: the demo's row
-
-def segmentation_experiment(voc_root, out_dir, fold: int = 0, supervision: str = "mixed", pseudo_dir=None,
-                            list_dir=DEFAULT_LIST_DIR, *, width: float = 0.125, crop_size: int = 128,
-                            resize_long=(96, 160), batch_size: int = 8, epochs: int = 4,
-                            lr: float = 0.01, momentum: float = SEG_MOMENTUM, weights=None,
-                            scales=(1.0,), flip: bool = True, crf: bool = False,
-                            gt_dir=None, device: str = "cpu", seed: int = 0, num_workers: int = 0,
-                            logfile=None):
-    """Train (small settings by default), infer on {list_dir}/val.txt, evaluate fold `fold`.
-
-    Writes under out_dir: res38_seg_{supervision}.pth (training is skipped when it exists),
-    pred_{supervision}/ (val label PNGs); appends to `logfile` when given. gt_dir defaults to
-    {voc_root}/SegmentationClass. Returns the val `retab.metrics.Scores` (miou, base_miou,
-    novel_miou in percent).
-    """
-    from retab.stages import evaluation_boundary, infer_seg
-
-    out_dir, list_dir = Path(out_dir), Path(list_dir)
-    session = f"res38_seg_{supervision}"
-    weights_path = out_dir / f"{session}.pth"
-    runtime = ["--device", device, "--seed", str(seed), "--width", str(width)]
-    if not weights_path.is_file():
-        argv = ["--fold", str(fold), "--supervision", supervision, "--voc12_root", str(voc_root),
-                "--train_list", str(list_dir / "train_aug.txt"),
-                "--base_list", str(fold_list(list_dir, fold, "base")),
-                "--novel_list", str(fold_list(list_dir, fold, "novel")),
-                "--batch_size", str(batch_size), "--max_epoches", str(epochs), "--lr", str(lr),
-                "--momentum", str(momentum), "--crop_size", str(crop_size),
-                "--resize_long", str(resize_long[0]), str(resize_long[1]),
-                "--session_name", session, "--out_dir", str(out_dir), "--tblog_dir", "",
-                "--num_workers", str(num_workers), "--resume", *runtime]
-        if pseudo_dir is not None:
-            argv += ["--pseudo_dir", str(pseudo_dir)]
-        if weights is not None:
-            argv += ["--weights", str(weights)]
-        main(argv)
-    pred_dir = out_dir / f"pred_{supervision}"
-    val_list = list_dir / "val.txt"
-    infer_seg.main(["--weights", str(weights_path), "--infer_list", str(val_list), "--voc12_root", str(voc_root),
-                    "--scales", *[str(s) for s in scales], "--flip", str(flip), "--crf", str(crf),
-                    "--out_dir", str(pred_dir), "--num_workers", str(num_workers), *runtime])
-    gt_dir = Path(gt_dir) if gt_dir is not None else voc.mask_path(voc_root, "x", aug=False).parent
-    evaluation = evaluation_boundary.evaluate(voc.read_name_list(val_list), pred_dir, gt_dir, fold,
-                                              pred_type="png", workers=1, progress=False)
-    if logfile is not None:
-        from retab.stages.evaluation import write_log
-
-        write_log(logfile, evaluation, f"seg {supervision} fold {fold} (val)")
-    return evaluation.best
