@@ -166,13 +166,6 @@ def labels_from_xml(path) -> np.ndarray:
     return vec
 
 
-def labels_from_mask(mask: np.ndarray) -> np.ndarray:
-    vec = np.zeros(NUM_CLASSES, np.float32)
-    present = [v for v in np.unique(mask) if 1 <= v <= NUM_CLASSES]
-    vec[np.asarray(present, int) - 1] = 1.0
-    return vec
-
-
 def load_cls_labels(path) -> dict[str, np.ndarray]:
     """The published `cls_labels.npy`: a pickled dict name -> float32[20]."""
     from retab.misc.fileio import load_pickled_dict  # here: fileio imports this module

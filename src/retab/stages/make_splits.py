@@ -125,12 +125,6 @@ def splits_complete(list_dir) -> bool:
     return all(p.is_file() for p in needed)
 
 
-def ensure_splits(voc_root, list_dir) -> None:
-    if not splits_complete(list_dir):
-        log.info("lists missing in %s: deriving them from %s", list_dir, voc_root)
-        print_counts(make_splits(voc_root, list_dir))
-
-
 def print_counts(result: dict) -> None:
     print(f"train_aug: {result['train_aug']} images")
     for fold, (n_base, n_novel) in result["folds"].items():
