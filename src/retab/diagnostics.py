@@ -149,10 +149,15 @@ def cell_majority_labels(gt: np.ndarray, stride: int = GRID_STRIDE) -> np.ndarra
 PAIR_KINDS = ("bg_pos", "fg_pos", "neg")
 
 
+def _kind_counts(pair_labels) -> dict[str, int]:
+    """(bg_pos, fg_pos, neg) 0/1 vectors of `affinity_labels` -> how many pairs of each kind."""
+    return {kind: int((pairs > 0).sum()) for kind, pairs in zip(PAIR_KINDS, pair_labels)}
+
+
 def taught_pairs(grid: np.ndarray, radius: int = 5) -> dict[str, int]:
     """How many pairs of each kind (positive background, positive foreground, negative) an affinity
     training's label grid teaches."""
-    return {kind: int((pairs > 0).sum()) for kind, pairs in zip(PAIR_KINDS, affinity_labels(grid, radius))}
+    return _kind_counts(affinity_labels(grid, radius))
 
 
 def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5) -> dict[str, int]:
@@ -164,10 +169,9 @@ def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5
     if grid.shape != reference.shape:
         raise ValueError(f"label grid {grid.shape} and reference grid {reference.shape} differ")
     ours, theirs = affinity_labels(grid, radius), affinity_labels(reference, radius)
-    counts = {}
+    counts = _kind_counts(ours)
     for kind, mine, truth in zip(PAIR_KINDS, ours, theirs):
-        counts[kind] = int((mine > 0).sum())
         counts[f"{kind}_right"] = int(((mine > 0) & (truth > 0)).sum())
     counts["labelled"] = sum(counts[kind] for kind in PAIR_KINDS)  # the kinds never overlap
-    counts["reference"] = int(sum((truth > 0).sum() for truth in theirs))
+    counts["reference"] = sum(_kind_counts(theirs).values())
     return counts
