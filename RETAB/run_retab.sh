@@ -22,6 +22,9 @@
 #                the walk starts to call a pixel background)
 #   LOGT [8]     the walk runs 2 ** LOGT steps (published 8, for VOC's ~63 x 47 feature grids; how far
 #                scores spread grows with the steps, so smaller grids may want fewer)
+#   GRID_SAMPLING [nearest]  how GT masks and boundary target maps are sampled onto the 1/8 grid
+#                (mixed affinity training and both walks): nearest = each cell's top-left pixel
+#                (published), nearest-exact = its centre, where the CAMs are averaged (README, Status)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
@@ -128,6 +131,7 @@ else
         --train_list voc12/train_aug.txt --list_dir voc12 \
         --base_list "voc12/trainaug_fold${FOLD}_base.npy" --novel_list "voc12/trainaug_fold${FOLD}_novel.npy" \
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --boundary_target_dir "$TARGET_DIR" \
+        ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
         --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
@@ -137,12 +141,12 @@ fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
-    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta 8 --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
-    --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" \
+    --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta 8 --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 

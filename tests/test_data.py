@@ -210,6 +210,21 @@ def test_nearest_indices_hand_cases_and_torch():
     np.testing.assert_array_equal(T.nearest_resize(arr, 4, 3), arr[[0, 2, 5, 7]][:, [0, 1, 3]])
 
 
+def test_nearest_exact_indices_are_cell_centres_and_torch():
+    # floor((i + 0.5) * in / out): the centre of each cell instead of its top-left pixel
+    np.testing.assert_array_equal(T.nearest_indices(10, 4, "nearest-exact"), [1, 3, 6, 8])  # 1.25 3.75 6.25 8.75
+    np.testing.assert_array_equal(T.nearest_indices(448, 56, "nearest-exact"), 8 * np.arange(56) + 4)
+    np.testing.assert_array_equal(T.nearest_indices(7, 7, "nearest-exact"), np.arange(7))
+    for n_in, n_out in [(10, 4), (375, 47), (500, 63), (3, 7), (3, 6), (63, 63), (17, 5), (13, 2)]:
+        src = torch.arange(n_in, dtype=torch.float32)[None, None, None, :]
+        ref = torch.nn.functional.interpolate(src, size=(1, n_out), mode="nearest-exact")[0, 0, 0]
+        np.testing.assert_array_equal(T.nearest_indices(n_in, n_out, "nearest-exact"), ref.numpy().astype(int))
+    arr = np.arange(10 * 5).reshape(10, 5)
+    np.testing.assert_array_equal(T.nearest_resize(arr, 4, 3, "nearest-exact"), arr[[1, 3, 6, 8]][:, [0, 2, 4]])
+    with pytest.raises(RetabError, match="grid sampling must be one of nearest, nearest-exact"):
+        T.nearest_indices(10, 4, "bilinear")
+
+
 # ----------------------------------------------------------------------------- the two pipelines
 
 def test_classification_pipeline_pads_with_zero_after_normalisation():
@@ -269,6 +284,17 @@ def test_base_label_grid_is_pytorch_nearest():
     grid = base_label_grid(mask, (2, 3))
     assert grid.dtype == np.uint8
     np.testing.assert_array_equal(grid, mask[[0, 8]][:, [0, 8, 16]])
+    grid = base_label_grid(mask, (2, 3), "nearest-exact")
+    np.testing.assert_array_equal(grid, mask[[4, 12]][:, [4, 12, 20]])
+
+
+def test_base_label_grid_sampling_moves_a_thin_edge_by_half_a_cell():
+    # an object whose left edge is at column 4 of an 8-px cell: the top-left sample (column 0 of the
+    # cell) still calls the cell background, the centre sample (column 4) calls it object
+    mask = np.zeros((8, 24), np.uint8)
+    mask[:, 12:] = 7
+    assert base_label_grid(mask, (1, 3)).tolist() == [[0, 0, 7]]
+    assert base_label_grid(mask, (1, 3), "nearest-exact").tolist() == [[0, 7, 7]]
 
 
 def novel_cells():
@@ -315,6 +341,12 @@ def test_novel_label_grid_boundary_masking_uses_nearest_samples():
     target[8, 0] = 0  # D's sampled pixel: its sure background becomes 255
     target[0, 0] = 0  # A's
     np.testing.assert_array_equal(novel_label_grid(la, ha, target), [[255, 255, 0], [255, 255, 7]])
+    # nearest-exact samples each cell's centre (4, 4) instead: the top-left pixels no longer count
+    np.testing.assert_array_equal(novel_label_grid(la, ha, target, sampling="nearest-exact"),
+                                  [[3, 255, 0], [0, 255, 7]])
+    target[12, 20] = 0  # F's centre
+    np.testing.assert_array_equal(novel_label_grid(la, ha, target, sampling="nearest-exact"),
+                                  [[3, 255, 0], [0, 255, 255]])
 
 
 # ----------------------------------------------------------------------------- datasets on a tiny tree
@@ -414,9 +446,10 @@ def test_boundary_dataset_joint_crop_and_mask_padding(tree):
         BoundaryTrainDataset(["img_a_copy"], tree)[0]
 
 
-def test_affinity_dataset_base_sample_grid(tree, tmp_path):
+@pytest.mark.parametrize("sampling", ["nearest", "nearest-exact"])
+def test_affinity_dataset_base_sample_grid(tree, tmp_path, sampling):
     ds = AffinityTrainDataset(["img_a"], tree, tmp_path / "la", tmp_path / "ha",
-                              base_names={"img_a"}, crop_size=32, jitter=T.NO_JITTER)
+                              base_names={"img_a"}, crop_size=32, jitter=T.NO_JITTER, grid_sampling=sampling)
     mask = voc.load_label_png(voc.mask_path(tree, "img_a"))
     directions = set()
     for seed in range(12):
@@ -424,9 +457,11 @@ def test_affinity_dataset_base_sample_grid(tree, tmp_path):
         image, grid = ds.sample_with_grid(0)
         direction = column_direction(image)  # the image is the crop size: only the flip varies
         directions.add(direction)
-        expected = base_label_grid(mask if direction == 1 else T.hflip(mask), (4, 4))
+        expected = base_label_grid(mask if direction == 1 else T.hflip(mask), (4, 4), sampling)
         np.testing.assert_array_equal(grid, expected)
     assert directions == {1, -1}
+    with pytest.raises(RetabError, match="grid sampling"):
+        AffinityTrainDataset(["img_a"], tree, tmp_path / "la", tmp_path / "ha", grid_sampling="centre")
 
 
 def test_affinity_dataset_base_padding_label(tree, tmp_path):
@@ -441,11 +476,12 @@ def test_affinity_dataset_base_padding_label(tree, tmp_path):
             assert np.all(np.isin(grid[~sampled_pad_rows], [0, 12, 255]))
 
 
-def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_path):
+@pytest.mark.parametrize("sampling", ["nearest", "nearest-exact"])
+def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_path, sampling):
     la, ha, target = write_crf(tmp_path, "img_b", 32, 32, seed=1)
     for target_dir in (None, tmp_path / "target"):
-        ds = AffinityTrainDataset(["img_b"], tree, tmp_path / "la", tmp_path / "ha",
-                                  target_dir=target_dir, crop_size=32, jitter=T.NO_JITTER)
+        ds = AffinityTrainDataset(["img_b"], tree, tmp_path / "la", tmp_path / "ha", target_dir=target_dir,
+                                  crop_size=32, jitter=T.NO_JITTER, grid_sampling=sampling)
         directions = set()
         for seed in range(12):
             ds.seed = seed
@@ -455,7 +491,7 @@ def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_pat
             flip = (lambda a: a) if direction == 1 else T.hflip
             expected = novel_label_grid({k: flip(v) for k, v in la.items()},
                                         {k: flip(v) for k, v in ha.items()},
-                                        None if target_dir is None else flip(target))
+                                        None if target_dir is None else flip(target), sampling=sampling)
             np.testing.assert_array_equal(grid, expected)
         assert directions == {1, -1}
     assert (expected == 255).sum() > 0 and np.isin(expected, [0, 8, 12, 255]).all()

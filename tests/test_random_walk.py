@@ -102,6 +102,11 @@ def test_boundary_grid_nearest_indices():
     grid = boundary_grid(target, 3, 2)
     assert grid.dtype == bool
     assert grid.tolist() == [[True, True], [True, False], [False, True]]
+    # nearest-exact: rows floor((i + 0.5) * 20/3) = 3, 10, 16; columns floor((j + 0.5) * 13/2) = 3, 9
+    assert boundary_grid(target, 3, 2, "nearest-exact").all()
+    target[10, 9] = 0
+    target[16, 3] = 0
+    assert boundary_grid(target, 3, 2, "nearest-exact").tolist() == [[True, True], [True, False], [False, True]]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from helpers import copy_driver
 from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
+from retab.data.transforms import nearest_indices
 from retab.misc.fileio import load_score_dict, save_gray_png, save_label_png, save_npy, save_score_dict
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
@@ -224,22 +225,24 @@ def test_train_affmixed_fold_picks_the_base_samples_of_that_fold(tiny, monkeypat
     used = {}
 
     def fake_train(model, optimizer, dataset, step_fn, cfg, device, val_fn=None):
-        used[cfg.session_name] = (list(dataset.names), set(dataset.base_names))
+        used[cfg.session_name] = (list(dataset.names), set(dataset.base_names), dataset.grid_sampling)
 
     monkeypatch.setattr(train_affmixed_boundary, "train", fake_train)
     psa_out = tiny["psa"] / "out"
-    for fold in (0, 3):
+    for fold, sampling in ((0, []), (3, ["--grid_sampling", "nearest-exact"])):
         rc = train_affmixed_boundary.main([
             "--fold", str(fold), "--voc12_root", str(tiny["voc"]), "--list_dir", str(tiny["lists"]),
             "--train_list", str(tiny["lists"] / "train_aug.txt"),
             "--la_crf_dir", str(psa_out / "psa_trainaug_crf_4.0"),
             "--ha_crf_dir", str(psa_out / "psa_trainaug_crf_32.0"),
-            "--width", str(WIDTH), "--device", "cpu", "--num_workers", "0", "--out_dir", str(tmp_path)])
+            "--width", str(WIDTH), "--device", "cpu", "--num_workers", "0", "--out_dir", str(tmp_path)] + sampling)
         assert rc == 0
-        names, base = used[f"resnet38_affmixed_fold{fold}"]
+        names, base, _ = used[f"resnet38_affmixed_fold{fold}"]
         assert sorted(names) == TRAIN_AUG
         assert sorted(base) == base_names_by_mask(tiny["voc"], fold)
     assert used["resnet38_affmixed_fold0"][1] != used["resnet38_affmixed_fold3"][1]
+    # the published top-left sampling by default; the flag reaches the dataset
+    assert used["resnet38_affmixed_fold0"][2] == "nearest" and used["resnet38_affmixed_fold3"][2] == "nearest-exact"
 
 
 def test_train_affmixed_rejects_lists_that_do_not_cover_the_training_list(tiny, tmp_path, capsys):
@@ -427,6 +430,35 @@ def test_walk_without_walking_pairs_returns_the_pooled_scores(tiny, tmp_path):
     walked2 = load_score_dict(tmp_path / "cam_stage2" / f"{name}.npy")
     np.testing.assert_allclose(np.stack([walked2[k] for k in keys]),
                                pool_and_upsample(np.stack([walked[k] for k in keys])), rtol=1e-5, atol=1e-6)
+
+
+def test_walk_grid_sampling_picks_which_target_pixels_mark_a_cell(tiny, tmp_path):
+    """A target map that is 0 only at each cell's centre pixel: --grid_sampling nearest-exact makes
+    every cell a boundary (stage 1 then returns the pooled scores), the published nearest sees none."""
+    name = TINY_TRAIN[1]
+    h, w = size_of(name)
+    rows = nearest_indices(h, -(-h // 8), "nearest-exact")
+    cols = nearest_indices(w, -(-w // 8), "nearest-exact")
+    assert not set(rows) & set(nearest_indices(h, -(-h // 8))) and not set(cols) & set(nearest_indices(w, -(-w // 8)))
+
+    def centres(hw, n):
+        target = np.full(hw, 255, np.uint8)
+        target[np.ix_(rows, cols)] = 0
+        return target
+
+    targets = write_targets(tmp_path / "t", [name], centres)
+    cam_dir = tiny["psa"] / "out" / "psa_trainaug_cam"
+    cams = load_score_dict(cam_dir / f"{name}.npy")
+    scores, keys = input_scores(cams, WalkConfig("stage1", alpha=4), h, w)
+    outputs = {}
+    for sampling in ("nearest-exact", "nearest"):
+        out = tmp_path / sampling
+        assert cli_main(walk_args(tiny, "stage1", cam_dir, targets, out, [name])
+                        + ["--alpha", "4", "--grid_sampling", sampling]) == 0
+        walked = load_score_dict(out / "cam_stage1" / f"{name}.npy")
+        outputs[sampling] = np.stack([walked[k] for k in keys])
+    np.testing.assert_allclose(outputs["nearest-exact"], pool_and_upsample(scores[keys]), rtol=1e-5, atol=1e-6)
+    assert np.abs(outputs["nearest"] - pool_and_upsample(scores[keys])).max() > 1e-3
 
 
 def test_walk_features_cover_the_padded_grid(tiny):

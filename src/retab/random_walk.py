@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from retab.affinity import neighbour_offsets, pair_affinities, pair_indices
+from retab.data.transforms import nearest_resize
 from retab.misc.errors import RetabError
 from retab.voc import NUM_CLASSES, NUM_LABELS
 
@@ -118,14 +119,13 @@ def upsample_scores(grid_scores: torch.Tensor, height: int, width: int) -> torch
     return up[0, :, :height, :width]
 
 
-def boundary_grid(target_map: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+def boundary_grid(target_map: np.ndarray, grid_h: int, grid_w: int, sampling: str = "nearest") -> np.ndarray:
     """Boundary target map (HxW, 0 = boundary, 255 or 1 = non-boundary) -> bool (grid_h, grid_w), True = non-boundary.
 
-    PyTorch's nearest interpolation: grid cell (i, j) takes pixel (floor(i*H/grid_h), floor(j*W/grid_w)).
+    PyTorch's nearest interpolation (the published "nearest": grid cell (i, j) takes pixel
+    (floor(i*H/grid_h), floor(j*W/grid_w)); "nearest-exact" takes the cell's centre pixel instead).
     """
-    nonboundary = torch.from_numpy(np.asarray(target_map) != 0).float()[None, None]
-    resized = F.interpolate(nonboundary, size=(grid_h, grid_w), mode="nearest")
-    return resized[0, 0].numpy() > 0.5
+    return nearest_resize(np.asarray(target_map) != 0, grid_h, grid_w, sampling)
 
 
 def walk_radius(grid_h: int, grid_w: int, radius: int = 5) -> int:

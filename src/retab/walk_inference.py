@@ -33,7 +33,8 @@ from torch.utils.data import Dataset
 from retab import voc
 from retab.data import image_to_tensor
 from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
-from retab.misc.args import add_runtime_args
+from retab.data.transforms import check_sampling
+from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
 from retab.misc.precision import Precision
@@ -55,8 +56,10 @@ class WalkConfig:
     alpha: float = 16
     beta: float = 8
     logt: int = 8
+    grid_sampling: str = "nearest"  # how the boundary target map is sampled onto the grid
 
     def __post_init__(self):
+        check_sampling(self.grid_sampling)
         if self.mode not in MODES:
             raise RetabError(f"random walk mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.logt < 0:
@@ -100,7 +103,7 @@ def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map
     if config.needs_boundary:
         if target_map is None:
             raise RetabError(f"random walk {config.mode} needs the boundary target map of {source}")
-        nonboundary = boundary_grid(target_map, *grid_size(height, width))
+        nonboundary = boundary_grid(target_map, *grid_size(height, width), config.grid_sampling)
     features = affinity_features(model, img, device)
     walked = random_walk(features, scores, keys, config.mode, nonboundary_grid=nonboundary,
                          beta=config.beta, logt=config.logt)
@@ -207,6 +210,7 @@ def build_parser(mode: str, prog: str, description: str = "",
     if mode in BOUNDARY_MODES:
         p.add_argument("--targetpixel_dir", required=True,
                        help="boundary target maps {name}.png (255 non-boundary, 0 boundary)")
+        add_grid_sampling_arg(p, "the boundary target maps")
     p.add_argument("--out_rw", required=True, help="label PNGs {name}.png")
     p.add_argument("--out_rw_cam", default=None, help="walked score dicts {name}.npy (optional)")
     add_runtime_args(p)
@@ -220,9 +224,10 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     if mode == "stage2":
         if args.alpha is not None:
             log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
-        config = WalkConfig(mode, beta=args.beta, logt=args.logt)
-    else:
-        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt)
+        config = WalkConfig(mode, beta=args.beta, logt=args.logt, grid_sampling=args.grid_sampling)
+    else:  # the PSA walk reads no boundary map and has no --grid_sampling
+        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt,
+                            grid_sampling=getattr(args, "grid_sampling", "nearest"))
     names = voc.read_name_list(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=getattr(args, "targetpixel_dir", None),

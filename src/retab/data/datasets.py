@@ -24,6 +24,7 @@ from retab.data.transforms import (
     ColorJitter,
     augment_for_classification,
     augment_with_labels,
+    check_sampling,
     nearest_resize,
     random_resize_long,
     sample_rng,
@@ -91,9 +92,10 @@ def average_pool(maps: np.ndarray, k: int) -> np.ndarray:
     return maps[:, :h, :w].reshape(c, h // k, k, w // k, k).mean(axis=(2, 4), dtype=np.float64)
 
 
-def base_label_grid(mask_crop: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """A base sample's GT mask crop nearest-downsampled (PyTorch's rule) to grid = (rows, cols)."""
-    return nearest_resize(np.asarray(mask_crop), grid[0], grid[1]).astype(np.uint8)
+def base_label_grid(mask_crop: np.ndarray, grid: tuple[int, int], sampling: str = "nearest") -> np.ndarray:
+    """A base sample's GT mask crop nearest-downsampled to grid = (rows, cols): PyTorch's rule of
+    `sampling` (transforms.GRID_SAMPLINGS; "nearest", the published one, takes each cell's top-left pixel)."""
+    return nearest_resize(np.asarray(mask_crop), grid[0], grid[1], sampling).astype(np.uint8)
 
 
 def _stack_dict(scores: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -103,14 +105,14 @@ def _stack_dict(scores: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 def novel_label_grid(la_crop: Mapping[int, np.ndarray], ha_crop: Mapping[int, np.ndarray],
                      target_crop: np.ndarray | None = None,
-                     stride: int = LABEL_STRIDE) -> np.ndarray:
+                     stride: int = LABEL_STRIDE, sampling: str = "nearest") -> np.ndarray:
     """A novel sample's label grid from its cropped (and flipped) la / ha CRF maps.
 
     la_crop / ha_crop: {label value: HxW score map}, key 0 = background. Scores are stride x stride
     average-pooled; label = the label value of the argmax of la; in this order:
     argmax la is background -> 255; argmax ha is background -> 0; every pooled score (la and ha)
     below 1e-5, i.e. the cell lies in the crop padding -> 255; and, given a boundary target crop
-    (255 non-boundary, 0 boundary), where its nearest-downsample to the grid is 0 -> 255.
+    (255 non-boundary, 0 boundary), where its nearest-downsample (`sampling`) to the grid is 0 -> 255.
     (The published code labelled with the argmax's position among the present keys instead of the
     label value; as both dicts carry the same keys this yields the same affinity pairs.)
     """
@@ -126,7 +128,7 @@ def novel_label_grid(la_crop: Mapping[int, np.ndarray], ha_crop: Mapping[int, np
     no_score = np.maximum(la_pooled.max(axis=0), ha_pooled.max(axis=0)) < NO_SCORE
     grid[no_score] = voc.IGNORE
     if target_crop is not None:
-        target_grid = nearest_resize(np.asarray(target_crop), grid.shape[0], grid.shape[1])
+        target_grid = nearest_resize(np.asarray(target_crop), grid.shape[0], grid.shape[1], sampling)
         grid[target_grid == 0] = voc.IGNORE
     return grid
 
@@ -258,12 +260,14 @@ class AffinityTrainDataset(SeededTrainDataset):
     would make the padding ignored instead). Novel samples use their la / ha CRF dicts
     ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with target_dir, the boundary target map
     {target_dir}/{name}.png, canvas 255 (non-boundary): the padding is already labelled 255 by the
-    no-score rule, so the target map only adds its real boundaries.
+    no-score rule, so the target map only adds its real boundaries. `grid_sampling` is how the GT
+    masks and target maps are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest").
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
                  target_dir=None, crop_size: int = 448, radius: int = 5, seed: int = 0,
-                 jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL):
+                 jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL,
+                 grid_sampling: str = "nearest"):
         super().__init__(names, voc_root, seed)
         self.crf_la_dir = Path(crf_la_dir)
         self.crf_ha_dir = Path(crf_ha_dir)
@@ -273,6 +277,7 @@ class AffinityTrainDataset(SeededTrainDataset):
         self.radius = int(radius)
         self.jitter = jitter
         self.base_pad_label = int(base_pad_label)
+        self.grid_sampling = check_sampling(grid_sampling)
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -288,7 +293,7 @@ class AffinityTrainDataset(SeededTrainDataset):
             mask = load_mask_for(self.voc_root, name, size_hw)
             image, (mask_crop,) = augment_with_labels(
                 img, rng, self.crop_size, [(mask, self.base_pad_label)], self.jitter)
-            return image, base_label_grid(mask_crop, self.grid_shape)
+            return image, base_label_grid(mask_crop, self.grid_shape, self.grid_sampling)
         la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw)
         ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw)
         labels = [(la, 0.0), (ha, 0.0)]
@@ -298,7 +303,7 @@ class AffinityTrainDataset(SeededTrainDataset):
         la_crop = {k: crops[0][..., i] for i, k in enumerate(la_keys)}
         ha_crop = {k: crops[1][..., i] for i, k in enumerate(ha_keys)}
         target_crop = crops[2] if self.target_dir is not None else None
-        return image, novel_label_grid(la_crop, ha_crop, target_crop)
+        return image, novel_label_grid(la_crop, ha_crop, target_crop, sampling=self.grid_sampling)
 
     def __getitem__(self, index: int):
         from retab.affinity import affinity_labels  # written beside this module; imported late

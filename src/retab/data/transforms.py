@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from retab.misc.errors import RetabError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -207,22 +209,41 @@ def apply_crop(arr: np.ndarray, box: CropBox, fill=0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- nearest resize
 
-def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-    """PyTorch's `interpolate(mode='nearest')` source indices: floor(dst * in / out), clamped.
+# Where a pixel map is sampled onto a coarser grid. "nearest" is PyTorch's legacy rule and the
+# published one (SPEC 4): cell i takes pixel floor(i * in / out), the cell's top-left pixel.
+# "nearest-exact" (PyTorch's corrected mode) takes floor((i + 0.5) * in / out), the cell's centre.
+# The CAMs and CRF labels are averaged over each cell and the walks upsample their grids as cell
+# centres, so the published labels sit half a cell up and left of them (see README, Status).
+GRID_SAMPLINGS = ("nearest", "nearest-exact")
+
+
+def check_sampling(sampling: str) -> str:
+    if sampling not in GRID_SAMPLINGS:
+        raise RetabError(f"grid sampling must be one of {', '.join(GRID_SAMPLINGS)}, got {sampling!r}")
+    return sampling
+
+
+def nearest_indices(in_size: int, out_size: int, sampling: str = "nearest") -> np.ndarray:
+    """PyTorch's `interpolate(mode=sampling)` source indices: floor(dst * in / out) for "nearest",
+    floor((dst + 0.5) * in / out) for "nearest-exact", clamped.
 
     Computed in float32 like ATen (scale = float(in) / out), so that it agrees with torch exactly.
     """
+    check_sampling(sampling)
     if in_size == out_size:
         return np.arange(out_size)
     scale = np.float32(in_size) / np.float32(out_size)
-    src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    dst = np.arange(out_size, dtype=np.float32)
+    if sampling == "nearest-exact":
+        dst = dst + np.float32(0.5)
+    src = np.floor(dst * scale).astype(np.int64)
     return np.minimum(src, in_size - 1)
 
 
-def nearest_resize(arr: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
-    """Nearest resize of the two leading (spatial) axes with PyTorch's index rule."""
-    rows = nearest_indices(arr.shape[0], out_height)
-    cols = nearest_indices(arr.shape[1], out_width)
+def nearest_resize(arr: np.ndarray, out_height: int, out_width: int, sampling: str = "nearest") -> np.ndarray:
+    """Nearest resize of the two leading (spatial) axes with PyTorch's index rule of `sampling`."""
+    rows = nearest_indices(arr.shape[0], out_height, sampling)
+    cols = nearest_indices(arr.shape[1], out_width, sampling)
     return arr[rows][:, cols]
 
 

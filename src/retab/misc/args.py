@@ -26,6 +26,16 @@ def add_runtime_args(parser: argparse.ArgumentParser, width: bool = True) -> Non
                             help="channel width factor of ResNet-38 (1.0 = published; e.g. 0.125 for CPU)")
 
 
+def add_grid_sampling_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """--grid_sampling (retab.data.transforms.GRID_SAMPLINGS), read by the mixed affinity training
+    and the RETAB walks."""
+    from retab.data.transforms import GRID_SAMPLINGS
+
+    parser.add_argument("--grid_sampling", choices=GRID_SAMPLINGS, default="nearest",
+                        help=f"how {what} are sampled onto the 1/8 grid: nearest (published: each cell's "
+                             "top-left pixel) or nearest-exact (its centre, where the CAMs are averaged)")
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

@@ -20,7 +20,7 @@ from retab import voc
 from retab.affinity import pair_count
 from retab.data import AffinityTrainDataset
 from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_runtime_args
+from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
     p.add_argument("--boundary_target_dir", "--targetpixel_dir", dest="boundary_target_dir", default=None,
                    help="boundary target maps of prop_boundary_target (absent: no boundary masking, with a warning)")
+    add_grid_sampling_arg(p, "the base samples' GT masks and the novel samples' boundary target maps")
     add_runtime_args(p)
     return p
 
@@ -114,11 +115,12 @@ def main(argv=None) -> int:
                                     base_list, novel_list)
     check_masks(base, voc_root)
     check_novel_inputs(novel, la_dir, ha_dir, target_dir)
-    log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s)", args.fold,
-             len(base), base_list, len(novel), novel_list)
+    log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s), grid sampling %s",
+             args.fold, len(base), base_list, len(novel), novel_list, args.grid_sampling)
 
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, target_dir=target_dir,
-                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
+                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
+                                   grid_sampling=args.grid_sampling)
     model = build_model("aff", args.width)
     cfg = make_train_config(args, args.session_name or f"resnet38_affmixed_fold{args.fold}")
     initialise_for_training(model, args.weights, dataset, cfg, device)
