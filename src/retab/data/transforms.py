@@ -218,6 +218,7 @@ GRID_SAMPLINGS = ("nearest", "nearest-exact")
 
 
 def check_sampling(sampling: str) -> str:
+    """`sampling` itself when it is one of GRID_SAMPLINGS, else a one-line error naming them."""
     if sampling not in GRID_SAMPLINGS:
         raise RetabError(f"grid sampling must be one of {', '.join(GRID_SAMPLINGS)}, got {sampling!r}")
     return sampling

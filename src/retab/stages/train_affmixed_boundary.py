@@ -4,7 +4,9 @@ AffinityNet on every image of --train_list (train_aug). Base samples (the names 
 default the fold's list in --list_dir) are labelled from their GT masks; every other image is a
 novel sample labelled from its la / ha CRF dicts, with the boundary pixels of its target map
 (--boundary_target_dir, published name --targetpixel_dir) set to 255. Pairs within radius 5 on
-the 1/8 grid, loss = bg/4 + fg/4 + neg/2. --novel_list is checked against the train list: every
+the 1/8 grid, loss = bg/4 + fg/4 + neg/2. GT masks and target maps are sampled onto that grid at
+each cell's top-left pixel as published, or at its centre with --grid_sampling nearest-exact
+(retab.data.transforms.GRID_SAMPLINGS). --novel_list is checked against the train list: every
 image must be either base or novel. The published flag names --base_dir, --novel_dir and --gt_dir
 are accepted (GT masks are always read from {voc12_root}/SegmentationClassAug). The state dict
 goes to `{out_dir}/{session_name}.pth`; a resumable `{session_name}.last.pt` is written after every
