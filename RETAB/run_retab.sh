@@ -52,6 +52,10 @@ case $FOLD in
 0 | 1 | 2 | 3) ;;
 *) die "FOLD must be 0, 1, 2 or 3 (the PASCAL-5i fold), got '$FOLD'" ;;
 esac
+case ${GRID_SAMPLING:-} in
+"" | nearest | nearest-exact) ;;
+*) die "GRID_SAMPLING must be nearest or nearest-exact, got '$GRID_SAMPLING'" ;;
+esac
 CROP_SIZE=${CROP_SIZE:-448}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}

@@ -489,7 +489,7 @@ def retab_env(voc_root: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update(PYTHON=sys.executable, VOC12HOME=str(voc_root), DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="80", BATCH_SIZE="4", BOUNDARY_EPOCHS="1", AFF_EPOCHS="1", NUM_WORKERS="0")
-    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP"):
+    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP", "GRID_SAMPLING"):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -568,9 +568,10 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
     ("AMP", "fp8", "AMP must be none, bf16 or fp16"),
     ("LA_ALPHA", "-1", "LA_ALPHA and HA_ALPHA must be positive numbers"),
     ("HA_ALPHA", "4/", "LA_ALPHA and HA_ALPHA must be positive numbers"),
+    ("GRID_SAMPLING", "centre", "GRID_SAMPLING must be nearest or nearest-exact"),
 ])
 def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
-    """A bad FOLD (run_retab.sh), AMP or CRF exponent (driver_lib.sh, shared by the three drivers)
+    """A bad FOLD or GRID_SAMPLING (run_retab.sh), AMP or CRF exponent (driver_lib.sh, shared by the three drivers)
     stops the driver before it writes anything."""
     retab_dir = copy_driver("RETAB", tmp_path)
     proc = run_retab(retab_dir, retab_env(tmp_path, **{setting: value}))
