@@ -37,6 +37,7 @@ from tqdm import tqdm
 from retab import diagnostics
 from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
+from retab.misc.args import add_grid_sampling_arg
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
 from retab.stages.evaluation import load_gt, summary_line
@@ -135,8 +136,10 @@ def training_pair_counts(args, names) -> None:
     labellings = {  # (training, samples) -> the dataset that labels them as that training does
         ("PSA", "base"): AffinityTrainDataset(groups["base"], **common),
         ("PSA", "novel"): AffinityTrainDataset(groups["novel"], **common),
-        ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, **common),
-        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir, **common),
+        ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, grid_sampling=args.grid_sampling,
+                                                **common),
+        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir,
+                                                 grid_sampling=args.grid_sampling, **common),
     }
     totals = {key: dict.fromkeys(diagnostics.PAIR_KINDS, 0) for key in labellings}
     for key, dataset in labellings.items():
@@ -176,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--crop_size", type=int, default=448, help="affinity training crop (training_pairs)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of crops (training_pairs)")
     p.add_argument("--seed", type=int, default=0, help="training seed (training_pairs)")
+    add_grid_sampling_arg(p, "RETAB's GT masks and target maps (training_pairs)")
     p.add_argument("--alpha", type=float, default=16)
     p.add_argument("--logt", type=int, default=8)
     p.add_argument("--weights", help="affinity net (affinity_auc)")
