@@ -571,8 +571,8 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
     ("GRID_SAMPLING", "centre", "GRID_SAMPLING must be nearest or nearest-exact"),
 ])
 def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
-    """A bad FOLD or GRID_SAMPLING (run_retab.sh), AMP or CRF exponent (driver_lib.sh, shared by the three drivers)
-    stops the driver before it writes anything."""
+    """A bad FOLD or GRID_SAMPLING (run_retab.sh), AMP or CRF exponent (driver_lib.sh, shared by the
+    three drivers) stops the driver before it writes anything."""
     retab_dir = copy_driver("RETAB", tmp_path)
     proc = run_retab(retab_dir, retab_env(tmp_path, **{setting: value}))
     assert proc.returncode == 2

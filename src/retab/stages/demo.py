@@ -89,8 +89,9 @@ DEMO_ENV = {
     # at each cell's top-left pixel, half a cell (3.5 px) off the cells over which the CAMs and CRF
     # labels are averaged and where the walks place their scores. On VOC's grids that is a small
     # share of an object; the mini-VOC's objects are ~2.7x fewer cells across, and there it cost
-    # RETAB 3.5 novel points (affinity nets trained on the base samples alone, PSA walk: GT at the
-    # top-left 47.55, at the centre 51.06, CRF labels 51.33; whole RETAB, stage 2: 48.48 -> 51.30).
+    # RETAB 3.5 novel points (affinity nets trained 4 epochs on the base samples alone, PSA walk: GT
+    # at the top-left 47.55, at the centre 51.06, CRF labels 51.33). Whole RETAB at the demo's 8
+    # epochs, stage 2: 58.13 / 61.09 / 48.66 -> 61.80 / 64.63 / 52.74.
     "GRID_SAMPLING": "nearest-exact",
     # Both affinity nets train the published 8 epochs (4 until 2026-11-26; +30 s each). 4 -> 8, seed 0,
     # train, novel mIoU: PSA walk 52.16 -> 54.08, RETAB stage 2 51.30 -> 52.74 (all: 60.29 -> 61.09,
