@@ -93,7 +93,7 @@ DEMO_ENV = {
     # at the top-left 47.55, at the centre 51.06, CRF labels 51.33). Whole RETAB at the demo's 8
     # epochs, stage 2: 58.13 / 61.09 / 48.66 -> 61.80 / 64.63 / 52.74.
     "GRID_SAMPLING": "nearest-exact",
-    # Both affinity nets train the published 8 epochs (4 until 2026-11-26; +30 s each). 4 -> 8, seed 0,
+    # Both affinity nets train the published 8 epochs (4 until 2026-11-26; +20 s each). 4 -> 8, seed 0,
     # train, novel mIoU: PSA walk 52.16 -> 54.08, RETAB stage 2 51.30 -> 52.74 (all: 60.29 -> 61.09,
     # 59.98 -> 61.80).
     "AFF_EPOCHS": "8",
