@@ -225,7 +225,7 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
         if args.alpha is not None:
             log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
         config = WalkConfig(mode, beta=args.beta, logt=args.logt, grid_sampling=args.grid_sampling)
-    else:  # the PSA walk reads no boundary map and has no --grid_sampling
+    else:  # stage 1, and the PSA walk, which reads no boundary map and has no --grid_sampling
         config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt,
                             grid_sampling=getattr(args, "grid_sampling", "nearest"))
     names = voc.read_name_list(args.infer_list)
