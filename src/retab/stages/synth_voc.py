@@ -34,7 +34,7 @@ from retab.synth.scene import IMAGE_SIDE, Sample, outline_band, render_sample
 
 log = logging.getLogger("retab")
 
-GENERATOR_VERSION = 6  # bump whenever the generated files change
+GENERATOR_VERSION = 7  # bump whenever the generated files change (7: outdoor classes against the sky too)
 MARKER = ".synth_voc.json"
 YEARS = range(2007, 2013)
 JPEG_QUALITY = 90
