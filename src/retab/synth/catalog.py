@@ -51,7 +51,8 @@ class ClassStyle:
 # Scenes (v7): the outdoor classes person, horse, cow, sheep, train, bus and car are also seen
 # against the open sky (the "sky" scene), as VOC photographs them. Before, that scene was almost only
 # the aeroplanes' and birds', so when those were a fold's novel classes the base GT showed no object
-# outline against the sky, which is what RETAB transfers; README Status has the draws measured.
+# outline against the sky. Over four draws of the demo RETAB's novel mIoU went from 1.4 below PSA's
+# to 0.7 above it (README Status, where the per-class changes are too).
 CLASS_STYLES: dict[str, ClassStyle] = {
     "aeroplane": ClassStyle(
         materials={
@@ -92,7 +93,8 @@ CLASS_STYLES: dict[str, ClassStyle] = {
     "car": ClassStyle(
         materials={"paint": (PAINT, M(hues=(0,), hue_spread=180, sat=(0.0, 0.08), val=(0.1, 0.9), gloss=(0.3, 0.6))),
                    "glass": GLASS, "light": LIGHT, "tyre": TYRE, "metal": METAL},
-        rotation=6, scenes=("street", "street", "field", "sky"), companions=("car", "car", "bus", "person", "motorbike")),
+        rotation=6, scenes=("street", "street", "field", "sky"),
+        companions=("car", "car", "bus", "person", "motorbike")),
     "cat": ClassStyle(
         materials={"fur": M(hues=(30, 25, 35), hue_spread=6, sat=(0.05, 0.6), val=(0.2, 0.85),
                             patterns=("stripes", "stripes", "noise"), freq=(7, 12), angle=(-20, 20),
