@@ -13,7 +13,7 @@ from retab import voc
 from retab.cli import run_stage
 from retab.misc.errors import RetabError
 from retab.stages import synth_voc
-from retab.synth import scene
+from retab.synth import catalog, scene
 from retab.synth.textures import value_noise
 
 SEED = 0
@@ -297,7 +297,6 @@ def test_signature_colours_are_on_objects_only():
     class material borrowed by clutter) reaches that saturation."""
     import numpy as np
 
-    from retab.synth import catalog
     from retab.synth.textures import Derived, MaterialSpec
     from retab.voc import CATEGORIES
 
@@ -336,12 +335,9 @@ def test_every_fold_has_base_classes_seen_against_the_sky():
     """Scene lists name known scenes and companions known classes; and whichever fold is chosen, some
     of its base classes are usually photographed against the open sky (v7: before, only aeroplane
     and bird were, both novel in fold 0, so fold 0's base GT held no outline against the sky)."""
-    from retab.synth import catalog
-    from retab.voc import CATEGORIES
-
-    for name in CATEGORIES:
+    for name in voc.CATEGORIES:
         style = catalog.CLASS_STYLES[name]
-        assert set(style.scenes) <= set(catalog.SCENES) and set(style.companions) <= set(CATEGORIES)
-    sky_classes = {CATEGORIES.index(n) + 1 for n in CATEGORIES if "sky" in catalog.CLASS_STYLES[n].scenes}
+        assert set(style.scenes) <= set(catalog.SCENES) and set(style.companions) <= set(voc.CATEGORIES)
+    sky_classes = {label for label, name in enumerate(voc.CATEGORIES, 1) if "sky" in catalog.CLASS_STYLES[name].scenes}
     for fold in range(4):
         assert len(sky_classes & set(voc.base_labels(fold))) >= 5, fold

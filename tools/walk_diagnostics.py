@@ -133,13 +133,12 @@ def training_pair_counts(args, names) -> None:
     groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}
     common = dict(voc_root=args.voc12_root, crf_la_dir=args.la_crf_dir, crf_ha_dir=args.ha_crf_dir,
                   crop_size=args.crop_size, seed=args.seed)
+    retab = dict(common, grid_sampling=args.grid_sampling)  # only RETAB's GT and target maps read it
     labellings = {  # (training, samples) -> the dataset that labels them as that training does
         ("PSA", "base"): AffinityTrainDataset(groups["base"], **common),
         ("PSA", "novel"): AffinityTrainDataset(groups["novel"], **common),
-        ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, grid_sampling=args.grid_sampling,
-                                                **common),
-        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir,
-                                                 grid_sampling=args.grid_sampling, **common),
+        ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, **retab),
+        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir, **retab),
     }
     totals = {key: dict.fromkeys(diagnostics.PAIR_KINDS, 0) for key in labellings}
     for key, dataset in labellings.items():
