@@ -19,7 +19,7 @@ from helpers import copy_driver
 from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
-from retab.data.transforms import nearest_indices
+from retab.data.transforms import GRID_SAMPLINGS, nearest_indices
 from retab.misc.fileio import load_score_dict, save_gray_png, save_label_png, save_npy, save_score_dict
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
@@ -578,6 +578,15 @@ def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
     assert proc.returncode == 2
     assert message in proc.stderr and f"'{value}'" in proc.stderr
     assert not (retab_dir / "out").exists()
+
+
+def test_run_retab_accepts_the_grid_samplings_of_the_package():
+    """run_retab.sh checks GRID_SAMPLING itself (before the boundary training writes anything), so its
+    list repeats retab.data.transforms.GRID_SAMPLINGS; the two must not drift apart."""
+    script = (REPO / "RETAB" / "run_retab.sh").read_text()
+    case = re.search(r'case \$\{GRID_SAMPLING:-\} in\n(.*?)\)', script).group(1)
+    accepted = [word.strip().strip('"') for word in case.split("|")]
+    assert accepted == ["", *GRID_SAMPLINGS]
 
 
 def test_run_retab_names_a_missing_psa_output(tmp_path):

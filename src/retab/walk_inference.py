@@ -221,13 +221,14 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
          infer_list_default: str = "voc12/train_aug.txt") -> int:
     args = build_parser(mode, prog, description, infer_list_default).parse_args(argv)
     setup_stage(args)
+    # the PSA walk reads no boundary map and has no --grid_sampling: WalkConfig's default stands
+    sampling = {} if mode == "psa" else {"grid_sampling": args.grid_sampling}
     if mode == "stage2":
         if args.alpha is not None:
             log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
-        config = WalkConfig(mode, beta=args.beta, logt=args.logt, grid_sampling=args.grid_sampling)
-    else:  # stage 1, and the PSA walk, which reads no boundary map and has no --grid_sampling
-        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt,
-                            grid_sampling=getattr(args, "grid_sampling", "nearest"))
+        config = WalkConfig(mode, beta=args.beta, logt=args.logt, **sampling)
+    else:
+        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt, **sampling)
     names = voc.read_name_list(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=getattr(args, "targetpixel_dir", None),

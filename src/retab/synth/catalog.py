@@ -51,8 +51,7 @@ class ClassStyle:
 # Scenes (v7): the outdoor classes person, horse, cow, sheep, train, bus and car are also seen
 # against the open sky (the "sky" scene), as VOC photographs them. Before, that scene was almost only
 # the aeroplanes' and birds', so when those were a fold's novel classes the base GT showed no object
-# outline against the sky. Over six draws of the demo RETAB's novel mIoU went from 1.0 below PSA's
-# to 0.4 above it on average, within the draws' spread (README Status).
+# outline against the sky. What that changed over several draws of the demo: README, Status.
 CLASS_STYLES: dict[str, ClassStyle] = {
     "aeroplane": ClassStyle(
         materials={
