@@ -9,7 +9,8 @@
 # Runs with the machine's own python3 (its torch), the package from src/ (no install). When
 # pydensecrf is missing and the pydensecrf2 sdist is given, its pre-generated C++ sources are built
 # into $OUT_DIR/site first (no Cython, no network). Every part writes its log into OUT_DIR as it
-# goes, so a run stopped at a time limit still leaves what it finished. BENCH=0 skips the benchmark.
+# goes, so a run stopped at a time limit still leaves what it finished. TESTS=0 skips the CUDA tests,
+# BENCH=0 the benchmark.
 set -u
 OUT_DIR=${1:?usage: sh tools/gpu_check.sh OUT_DIR [PYDENSECRF_SDIST]}
 SDIST=${2:-}
@@ -45,10 +46,12 @@ if ! "$PYTHON" -c 'import pydensecrf.densecrf' 2>/dev/null; then
     "$PYTHON" -c 'import pydensecrf.densecrf' || { log "pydensecrf import failed"; exit 2; }
 fi
 
-log "CUDA tests"
-(cd "$ROOT" && "$PYTHON" -m pytest -rs -p no:cacheprovider tests/test_cuda.py) >"$OUT_DIR/test_cuda.log" 2>&1
-# the result line ("12 passed, 1 skipped in ..."), not the last line, which may be the warnings footer
-log "CUDA tests: $(grep -a -E "[0-9]+ (passed|failed|skipped|error)" "$OUT_DIR/test_cuda.log" | tail -n 1)"
+if [ "${TESTS:-1}" = 1 ]; then
+    log "CUDA tests"
+    (cd "$ROOT" && "$PYTHON" -m pytest -rs -p no:cacheprovider tests/test_cuda.py) >"$OUT_DIR/test_cuda.log" 2>&1
+    # the result line ("12 passed, 1 skipped in ..."), not the last line, which may be the warnings footer
+    log "CUDA tests: $(grep -a -E "[0-9]+ (passed|failed|skipped|error)" "$OUT_DIR/test_cuda.log" | tail -n 1)"
+fi
 
 if [ "${BENCH:-1}" = 1 ]; then
     log "random-walk benchmark"
