@@ -1,4 +1,6 @@
 """The sparse random walk (retab.random_walk) against hand cases and the dense SPEC-4 reference."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -310,3 +312,14 @@ def test_one_step_walk_by_hand():
     walked = (pooled @ t).reshape(21, gh, gw)
     upsampled = np.einsum("yi,cij,xj->cyx", bilinear_axis(gh, gh * 8), walked, bilinear_axis(gw, gw * 8))
     np.testing.assert_allclose(out, upsampled[:, :height, :width], rtol=0, atol=1e-6)
+
+
+def test_building_the_transition_matrix_warns_nothing():
+    """The walk builds its sparse matrix with the invariant checks off, saying so explicitly: torch 2.11
+    warned "Sparse invariant checks are implicitly disabled" on every walk (pytorch#178274)."""
+    ind_from, ind_to = pair_indices(4, 5, 2)
+    aff = torch.rand(len(ind_from), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = transition_matrix(aff, ind_from, ind_to, 20, "psa")
+    np.testing.assert_allclose(dense(t).sum(axis=0), np.ones(20), rtol=1e-6)
