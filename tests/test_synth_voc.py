@@ -295,17 +295,14 @@ def test_value_noise_interpolates_grid_and_is_periodic():
 def test_signature_colours_are_on_objects_only():
     """Each class's main slot wears its own saturated hue; no background or clutter surface (nor a
     class material borrowed by clutter) reaches that saturation."""
-    import numpy as np
-
     from retab.synth.textures import Derived, MaterialSpec
-    from retab.voc import CATEGORIES
 
     def specs(entry):
         return [s for s in (entry if isinstance(entry, tuple) else (entry,)) if isinstance(s, MaterialSpec)]
 
-    hues = [catalog.SIGNATURES[name][1] for name in CATEGORIES]
+    hues = [catalog.SIGNATURES[name][1] for name in voc.CATEGORIES]
     assert sorted(hues) == list(range(0, 360, 18))  # 20 distinct hues, evenly spaced
-    for name in CATEGORIES:
+    for name in voc.CATEGORIES:
         slot, hue = catalog.SIGNATURES[name]
         main = specs(catalog.CLASS_STYLES[name].materials[slot])
         assert main and all(s.hues == (hue,) and s.sat[0] >= 0.7 for s in main)
@@ -313,7 +310,7 @@ def test_signature_colours_are_on_objects_only():
     for _, upper, lower, _ in catalog.SCENES.values():
         for entry in tuple(upper) + tuple(lower):
             surfaces += specs(entry)
-    for name in CATEGORIES:  # the other slots of every class too
+    for name in voc.CATEGORIES:  # the other slots of every class too
         slot = catalog.SIGNATURES[name][0]
         surfaces += [s for other, entry in catalog.CLASS_STYLES[name].materials.items() if other != slot
                      for s in specs(entry)]
@@ -323,7 +320,7 @@ def test_signature_colours_are_on_objects_only():
         gaps = np.diff(fold_hues + [fold_hues[0] + 360])
         assert list(gaps) == [72] * 5
     rng = np.random.default_rng(0)
-    for name in CATEGORIES:
+    for name in voc.CATEGORIES:
         materials = catalog.CLASS_STYLES[name].materials
         for slot in materials:
             for _ in range(3):

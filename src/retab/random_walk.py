@@ -202,10 +202,10 @@ def transition_matrix(aff_values: torch.Tensor, ind_from, ind_to, n: int, mode: 
     values = torch.cat([values, torch.ones(n, dtype=aff_values.dtype, device=device)]) ** beta
     column_sums = torch.zeros(n, dtype=values.dtype, device=device).index_add_(0, cols, values)
     values = values / column_sums[cols]
-    # The entries are built in range, so the invariant checks are skipped. torch 2.11 warns even when
-    # check_invariants=False is passed (pytorch#178274); the context manager opts out where it does not.
+    # The entries are built in range, so the invariant checks are skipped, said explicitly through the
+    # context manager: torch 2.11 warned on every walk even with check_invariants=False (pytorch#178274).
     with torch.sparse.check_sparse_tensor_invariants(enable=False):
-        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False)
+        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n))
     return matrix.coalesce()
 
 

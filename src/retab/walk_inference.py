@@ -221,8 +221,10 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
          infer_list_default: str = "voc12/train_aug.txt") -> int:
     args = build_parser(mode, prog, description, infer_list_default).parse_args(argv)
     setup_stage(args)
-    # the PSA walk reads no boundary map and has no --grid_sampling: WalkConfig's default stands
-    sampling = {} if mode == "psa" else {"grid_sampling": args.grid_sampling}
+    # only the boundary modes' parser has --targetpixel_dir and --grid_sampling (the PSA walk reads no
+    # boundary map): WalkConfig's default sampling stands for it
+    boundary = mode in BOUNDARY_MODES
+    sampling = {"grid_sampling": args.grid_sampling} if boundary else {}
     if mode == "stage2":
         if args.alpha is not None:
             log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
@@ -231,7 +233,7 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
         config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt, **sampling)
     names = voc.read_name_list(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
-             out_rw_cam=args.out_rw_cam, targetpixel_dir=getattr(args, "targetpixel_dir", None),
+             out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
              width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,
              precision=Precision.from_args(args))
     return 0
