@@ -105,7 +105,8 @@ DEMO_ENV = {
     # 16 epochs: on the mini-VOC v5, at 8 the fully supervised network was no better than the mixed
     # one (novel val mIoU full 26.56, mixed 27.83, weak 26.49); at 16 the usual order showed (27.98 >
     # 27.40 > 25.67). On v6, all-mIoU: full 50.72 > mixed 49.01 > weak 44.45 (novel 35.56, 30.27, 30.56);
-    # with the 40-epoch bf16 classifier and LOGT 5: full 53.30, mixed 54.28, weak 50.95 (README, Status)
+    # with the 40-epoch bf16 classifier and LOGT 5: full 53.30, mixed 54.28, weak 50.95
+    # (docs/mini_voc_measurements.md)
     "SEG_EPOCHS": "16",
     "SEG_LR": "0.001",
     "SCALES": "1.0",
