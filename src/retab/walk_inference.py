@@ -224,13 +224,14 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     # only the boundary modes' parser has --targetpixel_dir and --grid_sampling (the PSA walk reads no
     # boundary map): WalkConfig's default sampling stands for it
     boundary = mode in BOUNDARY_MODES
-    sampling = {"grid_sampling": args.grid_sampling} if boundary else {}
-    if mode == "stage2":
-        if args.alpha is not None:
-            log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
-        config = WalkConfig(mode, beta=args.beta, logt=args.logt, **sampling)
-    else:
-        config = WalkConfig(mode, alpha=args.alpha, beta=args.beta, logt=args.logt, **sampling)
+    options = {"beta": args.beta, "logt": args.logt}
+    if boundary:
+        options["grid_sampling"] = args.grid_sampling
+    if mode != "stage2":
+        options["alpha"] = args.alpha
+    elif args.alpha is not None:
+        log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
+    config = WalkConfig(mode, **options)
     names = voc.read_name_list(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
