@@ -12,7 +12,7 @@
 #   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
 #   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                when present and WIDTH is 1.0, else none: trained from scratch, with a warning];
-#                a .params file also initialises the affinity net (published), else the classifier does
+#                they also initialise the affinity net (published); without them the classifier does
 #   CLS_CKPT     trained classifier [best/res38_cls.pth]; trained first when absent
 #   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
 #   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
@@ -120,11 +120,9 @@ step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM
 if [ -f "$AFF_CKPT" ]; then
     say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
 else
-    # Published: the affinity net starts from the ImageNet .params; without them, from the classifier.
-    case ${WEIGHTS:-} in
-    *.params) AFF_INIT=$WEIGHTS ;;
-    *) AFF_INIT=$CLS_CKPT ;;
-    esac
+    # Published: the affinity net starts from the ImageNet weights, as the classifier did (RETAB's
+    # nets too); without them, from the trained classifier.
+    AFF_INIT=${WEIGHTS:-$CLS_CKPT}
     step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$AFF_INIT" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \

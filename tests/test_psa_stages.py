@@ -161,6 +161,21 @@ def test_affinity_and_walk_settings_reach_their_stages(psa_run):
     assert (psa_run["psa"] / "out_settings" / "resnet38_aff.pth").is_file()
 
 
+def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, tmp_path):
+    """Published, the affinity net starts from the ImageNet weights as the classifier did: a `.pth`
+    WEIGHTS (a converted or stand-in backbone) reaches train_aff too, not only a `.params` file;
+    without WEIGHTS the trained classifier does (the fixture's run)."""
+    stand_in = tmp_path / "stand_in_backbone.pth"
+    shutil.copy(psa_run["psa"] / "best" / "res38_cls.pth", stand_in)
+    env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
+    proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps run
+    commands = dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", proc.stdout, re.M))
+    assert "train_cls" not in commands
+    assert f" --weights {stand_in} " in commands["train_aff"]
+    fixture_cmds = dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", psa_run["proc"].stdout, re.M))
+    assert " --weights best/res38_cls.pth " in fixture_cmds["train_aff"]
+
+
 @pytest.mark.slow
 def test_trained_classifier_loads_strictly_and_reproduces_its_cams(psa_run):
     ckpt = psa_run["psa"] / "best" / "res38_cls.pth"
