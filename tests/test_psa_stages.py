@@ -46,6 +46,11 @@ def run_psa_env(**extra) -> dict:
     return env
 
 
+def step_commands(stdout: str) -> dict[str, str]:
+    """step -> the command line run_psa.sh printed for it (not its "done in" line)."""
+    return dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", stdout, re.M))
+
+
 def run_psa(psa_dir: Path, env: dict) -> subprocess.CompletedProcess:
     proc = subprocess.run(["sh", "run_psa.sh"], cwd=psa_dir, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -143,8 +148,7 @@ def test_affinity_and_walk_settings_reach_their_stages(psa_run):
     env = {**psa_run["env"], "OUT": "out_settings", "OPTIMIZER": "adamw", "AFF_LR": "0.001", "ALPHA": "4",
            "LOGT": "3", "AMP": "bf16", "LA_ALPHA": "0.5", "HA_ALPHA": "4"}
     proc = run_psa(psa_run["psa"], env)
-    commands = {step: line for step, line in re.findall(r"^run_psa: \[(\w+)\] (.*)$", proc.stdout, re.M)
-                if not line.startswith("done in")}
+    commands = step_commands(proc.stdout)
     out = psa_run["psa"] / "out_settings"
     la, ha = out / "psa_trainaug_crf_0.5", out / "psa_trainaug_crf_4.0"
     assert f" --out_la_crf {la} --out_ha_crf {ha} --low_alpha 0.5 --high_alpha 4 " in commands["infer_cls"]
@@ -169,11 +173,10 @@ def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, t
     shutil.copy(psa_run["psa"] / "best" / "res38_cls.pth", stand_in)
     env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
     proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps run
-    commands = dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", proc.stdout, re.M))
+    commands = step_commands(proc.stdout)
     assert "train_cls" not in commands
     assert f" --weights {stand_in} " in commands["train_aff"]
-    fixture_cmds = dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", psa_run["proc"].stdout, re.M))
-    assert " --weights best/res38_cls.pth " in fixture_cmds["train_aff"]
+    assert " --weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
 
 
 @pytest.mark.slow
