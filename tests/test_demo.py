@@ -8,7 +8,8 @@ import pytest
 
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png, save_score_dict, write_text
-from retab.stages.demo import DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment, evaluate_rows
+from retab.stages.demo import (DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment, evaluate_rows,
+                               retab_differences)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +66,35 @@ def test_table_rows_scan_the_cam_threshold_beyond_retabs_range(tmp_path):
     cam_row = rows["CAM (train)"]
     assert cam_row.threshold == pytest.approx(0.44)
     assert cam_row.miou == pytest.approx(rows["PSA random walk (train)"].miou)
+
+
+def test_differences_are_the_rows_differences_and_one_picture_leaves_no_spread(tmp_path):
+    """Two train pictures: RETAB finds the aeroplane on both; the CAM (0.7 on it in the first, 0.05
+    in the second, 0.1 around it) and PSA's walk each on one. The table's differences are its rows'
+    differences; resampling one picture changes nothing, so with one picture the sd is exactly 0."""
+    gt = np.zeros((8, 8), np.uint8)
+    gt[2:6, 2:6] = 1
+    names = ["2007_000001", "2007_000002"]
+    retab = tmp_path / "RETAB" / "out" / "fold0"
+    for i, name in enumerate(names):
+        save_label_png(tmp_path / "data" / "VOC2012" / "SegmentationClass" / f"{name}.png", gt)
+        cam = np.where(gt == 1, 0.7 if i == 0 else 0.05, 0.1).astype(np.float32)
+        save_score_dict(tmp_path / "psa" / "out" / "psa_trainaug_cam" / f"{name}.npy", {0: cam})
+        save_label_png(tmp_path / "psa" / "out" / "psa_rw" / f"{name}.png", gt if i == 1 else 0 * gt)
+        save_label_png(retab / "rw_stage2" / f"{name}.png", gt)
+        save_score_dict(retab / "rw_cam_stage2" / f"{name}.npy", {0: 1 - cam, 1: cam})
+    for count in (2, 1):
+        for lst in ("train", "val"):
+            write_text(tmp_path / "psa" / "voc12" / f"{lst}.txt", "".join(n + "\n" for n in names[:count]))
+        rows = dict(evaluate_rows(tmp_path, 0))
+        cam_row = rows["CAM (train)"]
+        differences = {name: (a, n) for name, a, n in retab_differences(tmp_path, 0, cam_row.threshold, rounds=200)}
+        for name, row in (("CAM + RETAB - CAM", cam_row), ("CAM + RETAB - PSA random walk", rows["PSA random walk (train)"])):
+            (all_diff, all_sd), (novel_diff, novel_sd) = differences[name]
+            assert all_diff == pytest.approx(rows["CAM + RETAB (train)"].miou - row.miou, abs=1e-9)
+            assert novel_diff == pytest.approx(rows["CAM + RETAB (train)"].novel_miou - row.novel_miou, abs=1e-9)
+            assert (novel_sd > 0) == (count == 2)
+            assert (all_sd == 0) == (count == 1)
+    # one picture: RETAB = GT everywhere, the CAM finds the square (IoU 100 either way) -> no gain
+    assert differences["CAM + RETAB - CAM"][1] == (0.0, 0.0)
+    assert differences["CAM + RETAB - PSA random walk"][1][0] == pytest.approx(100 / 5)

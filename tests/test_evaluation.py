@@ -185,6 +185,51 @@ def test_fixed_threshold_equals_reference(tmp_path):
     assert_same(result.best, reference_evaluate(names, tmp_path / "npy", tmp_path / "gt", "npy", 0.2, 0))
 
 
+@pytest.mark.parametrize("pred_type, threshold", [("png", None), ("npy", 0.2), ("npy_new", 0.13)])
+def test_per_image_confusions_are_the_pictures_of_one_evaluation(tmp_path, pred_type, threshold):
+    names = make_dataset(tmp_path, count=7, pred_type="npy_new" if pred_type == "npy_new" else "npy")
+    confs = evaluation.per_image_confusions(names, tmp_path / pred_type, tmp_path / "gt", pred_type, threshold)
+    assert confs.shape == (7, 21, 21)
+    # each is its own picture's confusion (list order kept) ...
+    gt = voc.load_label_png(tmp_path / "gt" / f"{names[3]}.png")
+    if pred_type == "png":
+        expected = metrics.confusion_matrix(gt, voc.load_label_png(tmp_path / "png" / f"{names[3]}.png"))
+        np.testing.assert_array_equal(confs[3], expected)
+    assert confs[3].sum() == np.count_nonzero(gt < 255)
+    # ... and together they are what `evaluate` scores
+    whole = evaluation.evaluate(names, tmp_path / pred_type, tmp_path / "gt", pred_type,
+                                None if threshold is None else [threshold], fold=1, progress=False)
+    assert metrics.scores_from_confusion(confs.sum(axis=0), fold=1, threshold=threshold) == whole.best
+
+
+def test_paired_bootstrap_of_two_pictures_matches_the_exact_distribution():
+    """Two pictures A and B: a resample is AA, AB / BA or BB with probabilities 1/4, 1/2, 1/4, and
+    an IoU of AA is that of A alone (a ratio of counts). The sd over 20000 rounds is that of the
+    three-point distribution."""
+    before = np.zeros((2, 21, 21), np.int64)
+    after = np.zeros((2, 21, 21), np.int64)
+    before[0, 1, 1], before[0, 1, 0] = 5, 5    # A: label 1 half found before ...
+    after[0, 1, 1], after[0, 1, 0] = 9, 1      # ... 9 in 10 after
+    before[1, 1, 1], before[1, 1, 0] = 30, 10  # B: 30 of 40 before ...
+    after[1, 1, 1], after[1, 1, 0] = 28, 12    # ... 28 of 40 after
+    iou1 = lambda c: metrics.iou_per_label(c)[1] * 100  # noqa: E731
+    g_a = iou1(after[0]) - iou1(before[0])
+    g_b = iou1(after[1]) - iou1(before[1])
+    g_ab = iou1(after.sum(0)) - iou1(before.sum(0))
+    values, weights = np.array([g_a, g_ab, g_b]), np.array([0.25, 0.5, 0.25])
+    exact_sd = np.sqrt(np.sum(weights * (values - np.sum(weights * values)) ** 2))
+    difference, sd = metrics.paired_bootstrap(before, after, iou1, rounds=20000, seed=1)
+    assert difference == pytest.approx(g_ab, rel=1e-12)  # (37 - 35) / 50 = +4 points
+    assert difference == pytest.approx(4.0, rel=1e-9)
+    assert sd == pytest.approx(exact_sd, rel=0.03)
+    # the same seed gives the same sd; identical predictions differ by exactly nothing
+    assert metrics.paired_bootstrap(before, after, iou1, rounds=50, seed=4) == \
+        metrics.paired_bootstrap(before, after, iou1, rounds=50, seed=4)
+    assert metrics.paired_bootstrap(before, before, iou1, rounds=50) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.paired_bootstrap(before, after[:1], iou1)
+
+
 # ----------------------------------------------------------------------------- command line and log
 
 def cli_args(root: Path, *extra):

@@ -123,3 +123,30 @@ def scores_from_confusion(conf: np.ndarray, fold: int | None = None, threshold: 
         novel = float(np.mean(iou[novel_labels(fold)]))
     return Scores(iou=tuple(float(v) for v in iou), miou=float(np.mean(iou)), base_miou=base,
                   novel_miou=novel, fold=fold, threshold=threshold)
+
+
+def paired_bootstrap(before: np.ndarray, after: np.ndarray, score, rounds: int = 1000,
+                     seed: int = 0) -> tuple[float, float]:
+    """A difference of two predictions' scores and how much it owes to the pictures it was measured on.
+
+    before, after: (n, L, L) confusions of the same n pictures, one per picture, in the same order;
+    score: a function of one (L, L) confusion (e.g. the novel mIoU of a fold). Returns
+    (score(sum of after) - score(sum of before), standard deviation of that difference over
+    `rounds` resamples of the n pictures with replacement). Both predictions are summed over the
+    same resample each round (paired), so what the pictures do to both cancels. On a few hundred
+    pictures this sd says how far another draw of pictures might move the difference.
+    """
+    before = np.asarray(before, dtype=np.int64)
+    after = np.asarray(after, dtype=np.int64)
+    if before.ndim != 3 or before.shape != after.shape or before.shape[1] != before.shape[2]:
+        raise ValueError(f"paired_bootstrap expects two (n, L, L) stacks of the same shape, got "
+                         f"{before.shape} and {after.shape}")
+    n = before.shape[0]
+    if n == 0 or rounds < 2:
+        raise ValueError(f"paired_bootstrap needs pictures and at least 2 rounds, got {n} and {rounds}")
+    difference = float(score(after.sum(axis=0)) - score(before.sum(axis=0)))
+    # how many times each picture is drawn in each round
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=rounds)
+    resampled = [float(score(np.tensordot(d, after, axes=1)) - score(np.tensordot(d, before, axes=1)))
+                 for d in draws]
+    return difference, float(np.std(resampled, ddof=1))

@@ -4,8 +4,10 @@ It generates the mini-VOC, copies the published drivers (psa/, RETAB/, seg/) int
 folder and runs them there exactly as a user would (`sh run_psa.sh`, `FOLD=0 sh run_retab.sh`,
 `sh run_seg.sh`), with small-run settings passed through their environment overrides. Then it
 prints one table: CAM, PSA random walk, CAM + RETAB (train) and the segmentation network (val),
-each with all/base/novel mIoU, plus the wall time of every stage; and it writes a picture of a
-few novel samples (image, GT, CAM, RETAB labels).
+each with all/base/novel mIoU; CAM + RETAB's differences from the CAM and from PSA's walk with
+their spread over resamples of the train pictures (a paired bootstrap: how much of a difference
+the draw of a few hundred synthetic pictures could make); the wall time of every stage. And it
+writes a picture of a few novel samples (image, GT, CAM, RETAB labels).
 
 A rerun reuses what is finished (the drivers skip trained nets and written outputs).
 """
@@ -196,6 +198,19 @@ def read_timings(path: Path) -> list[tuple[str, float]]:
     return rows
 
 
+def result_paths(out: Path, fold: int) -> dict:
+    """Where the table's inputs lie in a demo folder: the train and val lists, the GT masks and
+    each row's predictions."""
+    psa_out = out / "psa" / "out"
+    retab_out = out / "RETAB" / "out" / f"fold{fold}"
+    return {"train": voc.read_name_list(out / "psa" / "voc12" / "train.txt"),
+            "val": voc.read_name_list(out / "psa" / "voc12" / "val.txt"),
+            "gt": out / "data" / "VOC2012" / "SegmentationClass",
+            "cam": psa_out / "psa_trainaug_cam", "psa_rw": psa_out / "psa_rw",
+            "retab_rw": retab_out / "rw_stage2", "retab_scores": retab_out / "rw_cam_stage2",
+            "seg": out / "seg" / "out" / f"fold{fold}_mixed" / "pred_val"}
+
+
 def evaluate_rows(out: Path, fold: int) -> list[tuple[str, object]]:
     """(row name, Scores) for the table, computed from the files the drivers wrote. Both background
     scans cover PSA's wider range (0.00 .. 0.59): the demo's from-scratch CAMs are best near 0.45,
@@ -203,32 +218,48 @@ def evaluate_rows(out: Path, fold: int) -> list[tuple[str, object]]:
     from retab.stages.evaluation import PSA_SCAN_LAST, scan_thresholds
     from retab.stages.evaluation_boundary import evaluate
 
-    voc_root = out / "data" / "VOC2012"
-    train = voc.read_name_list(out / "psa" / "voc12" / "train.txt")
-    val = voc.read_name_list(out / "psa" / "voc12" / "val.txt")
-    gt = voc_root / "SegmentationClass"
-    psa_out = out / "psa" / "out"
-    retab_out = out / "RETAB" / "out" / f"fold{fold}"
+    p = result_paths(out, fold)
+    train, gt = p["train"], p["gt"]
     rows = []
-    cam = evaluate(train, psa_out / "psa_trainaug_cam", gt, fold, "npy",
-                   thresholds=scan_thresholds(PSA_SCAN_LAST), progress=False)
+    cam = evaluate(train, p["cam"], gt, fold, "npy", thresholds=scan_thresholds(PSA_SCAN_LAST), progress=False)
     rows.append(("CAM (train)", cam.best))
-    rows.append(("PSA random walk (train)", evaluate(train, psa_out / "psa_rw", gt, fold, progress=False).best))
-    rows.append(("CAM + RETAB (train)", evaluate(train, retab_out / "rw_stage2", gt, fold, progress=False).best))
-    scan = evaluate(train, retab_out / "rw_cam_stage2", gt, fold, "npy_new",
-                    thresholds=scan_thresholds(PSA_SCAN_LAST), progress=False)
+    rows.append(("PSA random walk (train)", evaluate(train, p["psa_rw"], gt, fold, progress=False).best))
+    rows.append(("CAM + RETAB (train)", evaluate(train, p["retab_rw"], gt, fold, progress=False).best))
+    scan = evaluate(train, p["retab_scores"], gt, fold, "npy_new", thresholds=scan_thresholds(PSA_SCAN_LAST),
+                    progress=False)
     rows.append(("CAM + RETAB, background scan (train)", scan.best))
-    seg_pred = out / "seg" / "out" / f"fold{fold}_mixed" / "pred_val"
-    if seg_pred.is_dir():
-        rows.append(("segmentation, mixed (val)", evaluate(val, seg_pred, gt, fold, progress=False).best))
+    if p["seg"].is_dir():
+        rows.append(("segmentation, mixed (val)", evaluate(p["val"], p["seg"], gt, fold, progress=False).best))
     return rows
 
 
-def table_text(rows, timings: list[tuple[str, str, float]], fold: int) -> str:
+def retab_differences(out: Path, fold: int, cam_threshold: float, rounds: int = 1000) -> list[tuple]:
+    """[(name, (all-mIoU difference, sd), (novel-mIoU difference, sd))] of CAM + RETAB's labels
+    against the CAM (at the table's threshold) and against PSA's walk on the train pictures. The sd
+    is a paired bootstrap over those pictures (metrics.paired_bootstrap): a few hundred synthetic
+    pictures leave differences of a few points within the noise of the draw."""
+    from retab.metrics import paired_bootstrap, scores_from_confusion
+    from retab.stages.evaluation import per_image_confusions
+
+    p = result_paths(out, fold)
+    train, gt = p["train"], p["gt"]
+    retab = per_image_confusions(train, p["retab_rw"], gt)
+    others = (("CAM + RETAB - CAM", per_image_confusions(train, p["cam"], gt, "npy", cam_threshold)),
+              ("CAM + RETAB - PSA random walk", per_image_confusions(train, p["psa_rw"], gt)))
+    scores = (lambda c: scores_from_confusion(c).miou, lambda c: scores_from_confusion(c, fold).novel_miou)
+    return [(name, *(paired_bootstrap(before, retab, score, rounds) for score in scores)) for name, before in others]
+
+
+def table_text(rows, timings: list[tuple[str, str, float]], fold: int, differences=(), pictures: int = 0) -> str:
     lines = [f"| result (fold {fold}) | mIoU all | base | novel |", "|---|---|---|---|"]
     for name, s in rows:
         t = f" (bg t={s.threshold:.2f})" if s.threshold is not None else ""
         lines.append(f"| {name}{t} | {s.miou:.2f} | {s.base_miou:.2f} | {s.novel_miou:.2f} |")
+    if differences:
+        lines += ["", f"| difference (train; sd over resamples of its {pictures} pictures) | mIoU all | novel |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {a:+.2f} (sd {a_sd:.2f}) | {n:+.2f} (sd {n_sd:.2f}) |"
+                  for name, (a, a_sd), (n, n_sd) in differences]
     lines += ["", "| stage | step | seconds |", "|---|---|---|"]
     lines += [f"| {folder} | {step} | {sec:.1f} |" for folder, step, sec in timings]
     return "\n".join(lines) + "\n"
@@ -236,21 +267,21 @@ def table_text(rows, timings: list[tuple[str, str, float]], fold: int) -> str:
 
 def novel_picture(out: Path, fold: int, cam_threshold: float, count: int = 4) -> Path | None:
     """Rows of image | GT | CAM | RETAB labels for a few novel train samples."""
-    voc_root = out / "data" / "VOC2012"
+    p = result_paths(out, fold)
     novel = set(voc.read_name_list(out / "psa" / "voc12" / f"trainaug_fold{fold}_novel.txt"))
-    names = [n for n in voc.read_name_list(out / "psa" / "voc12" / "train.txt") if n in novel][:count]
+    names = [n for n in p["train"] if n in novel][:count]
     if not names:
         return None
     palette = np.array(voc.voc_palette(), np.uint8).reshape(256, 3)
     rows = []
     for name in names:
-        img = np.asarray(voc.load_image(voc.image_path(voc_root, name)))
-        gt = voc.load_label_png(voc_root / "SegmentationClass" / f"{name}.png")
-        cams = load_score_dict(out / "psa" / "out" / "psa_trainaug_cam" / f"{name}.npy")
+        img = np.asarray(voc.load_image(voc.image_path(out / "data" / "VOC2012", name)))
+        gt = voc.load_label_png(p["gt"] / f"{name}.png")
+        cams = load_score_dict(p["cam"] / f"{name}.npy")
         keys = sorted(cams)
         stack = np.stack([np.full(gt.shape, cam_threshold, np.float32)] + [cams[k] for k in keys])
         cam_labels = np.array([0] + [k + 1 for k in keys], np.uint8)[stack.argmax(0)]
-        retab = voc.load_label_png(out / "RETAB" / "out" / f"fold{fold}" / "rw_stage2" / f"{name}.png")
+        retab = voc.load_label_png(p["retab_rw"] / f"{name}.png")
         tiles = [img] + [palette[x] for x in (gt, cam_labels, retab)]
         rows.append(np.concatenate([t for tile in tiles for t in (tile, np.full((tile.shape[0], 4, 3), 255, np.uint8))],
                                    axis=1))
@@ -306,9 +337,11 @@ def main(argv=None) -> int:
     timings.append(("all", "total (this run)", time.perf_counter() - t0))
 
     rows = evaluate_rows(out, args.fold)
-    table = table_text(rows, timings, args.fold)
+    cam_threshold = rows[0][1].threshold
+    differences = retab_differences(out, args.fold, cam_threshold)
+    table = table_text(rows, timings, args.fold, differences, len(result_paths(out, args.fold)["train"]))
     write_text(out / "results.md", table)
-    picture = novel_picture(out, args.fold, rows[0][1].threshold or 0.2)
+    picture = novel_picture(out, args.fold, cam_threshold)
     print()
     print(table)
     if picture is not None:
