@@ -145,8 +145,8 @@ def paired_bootstrap(before: np.ndarray, after: np.ndarray, score, rounds: int =
     if n == 0 or rounds < 2:
         raise ValueError(f"paired_bootstrap needs pictures and at least 2 rounds, got {n} and {rounds}")
     difference = float(score(after.sum(axis=0)) - score(before.sum(axis=0)))
-    # how many times each picture is drawn in each round
+    # how many times each picture is drawn in each round -> (rounds, L, L) summed confusions at once
     draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=rounds)
-    resampled = [float(score(np.tensordot(d, after, axes=1)) - score(np.tensordot(d, before, axes=1)))
-                 for d in draws]
+    resampled_after, resampled_before = np.tensordot(draws, after, axes=1), np.tensordot(draws, before, axes=1)
+    resampled = [score(a) - score(b) for a, b in zip(resampled_after, resampled_before)]
     return difference, float(np.std(resampled, ddof=1))

@@ -199,13 +199,14 @@ def read_timings(path: Path) -> list[tuple[str, float]]:
 
 
 def result_paths(out: Path, fold: int) -> dict:
-    """Where the table's inputs lie in a demo folder: the train and val lists, the GT masks and
-    each row's predictions."""
+    """Where the table's inputs lie in a demo folder: the train and val lists, the dataset and its
+    GT masks, each row's predictions."""
     psa_out = out / "psa" / "out"
     retab_out = out / "RETAB" / "out" / f"fold{fold}"
+    voc_root = out / "data" / "VOC2012"
     return {"train": voc.read_name_list(out / "psa" / "voc12" / "train.txt"),
             "val": voc.read_name_list(out / "psa" / "voc12" / "val.txt"),
-            "gt": out / "data" / "VOC2012" / "SegmentationClass",
+            "voc_root": voc_root, "gt": voc_root / "SegmentationClass",
             "cam": psa_out / "psa_trainaug_cam", "psa_rw": psa_out / "psa_rw",
             "retab_rw": retab_out / "rw_stage2", "retab_scores": retab_out / "rw_cam_stage2",
             "seg": out / "seg" / "out" / f"fold{fold}_mixed" / "pred_val"}
@@ -275,7 +276,7 @@ def novel_picture(out: Path, fold: int, cam_threshold: float, count: int = 4) ->
     palette = np.array(voc.voc_palette(), np.uint8).reshape(256, 3)
     rows = []
     for name in names:
-        img = np.asarray(voc.load_image(voc.image_path(out / "data" / "VOC2012", name)))
+        img = np.asarray(voc.load_image(voc.image_path(p["voc_root"], name)))
         gt = voc.load_label_png(p["gt"] / f"{name}.png")
         cams = load_score_dict(p["cam"] / f"{name}.npy")
         keys = sorted(cams)

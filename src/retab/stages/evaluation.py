@@ -150,20 +150,24 @@ def image_counts(job: _Job, name: str) -> np.ndarray:
     return metrics.threshold_histogram(gt, label, score, job.thresholds)
 
 
+def check_pred_type(pred_type: str) -> None:
+    if pred_type not in PRED_TYPES:
+        raise RetabError(f"--type must be one of {', '.join(PRED_TYPES)}, got {pred_type!r}")
+
+
 def per_image_confusions(names, predict_dir, gt_dir, pred_type: str = "png", threshold: float | None = None
                          ) -> np.ndarray:
     """(n, L, L): the confusion of each of `names`, in list order, for label PNGs or, with
     `threshold`, for score dicts at that background score (what `evaluate` sums, kept apart for
     `metrics.paired_bootstrap`)."""
-    if pred_type not in PRED_TYPES:
-        raise RetabError(f"--type must be one of {', '.join(PRED_TYPES)}, got {pred_type!r}")
+    check_pred_type(pred_type)
     if pred_type != "png" and threshold is None:
         raise RetabError(f"--type {pred_type} needs a background threshold")
     job = _Job(str(predict_dir), str(gt_dir), pred_type, None if pred_type == "png" else (float(threshold),), None)
-    confusions = [image_counts(job, name) for name in names]
-    if pred_type != "png":
-        confusions = [metrics.confusions_from_histogram(c) for c in confusions]
-    return np.stack([c[0] for c in confusions]) if confusions else np.zeros((0, voc.NUM_LABELS, voc.NUM_LABELS), np.int64)
+    counts = [image_counts(job, name) for name in names]
+    if pred_type != "png":  # one threshold: the (2, L, L) histogram becomes a (1, L, L) confusion
+        counts = [metrics.confusions_from_histogram(c) for c in counts]
+    return np.array([c[0] for c in counts], np.int64).reshape(-1, voc.NUM_LABELS, voc.NUM_LABELS)
 
 
 def _chunk_counts(job: _Job, names: list[str]) -> tuple[int, np.ndarray]:
@@ -253,8 +257,7 @@ def evaluate(names, predict_dir, gt_dir, pred_type: str = "png", thresholds=None
     fold: adds base/novel mIoU. targetpixel_dir: GT pixels whose `{name}.png` target map is 0 are
     ignored. scanned: whether this is a curve scan (default: more than one threshold).
     """
-    if pred_type not in PRED_TYPES:
-        raise RetabError(f"--type must be one of {', '.join(PRED_TYPES)}, got {pred_type!r}")
+    check_pred_type(pred_type)
     if fold is not None:
         voc.check_fold(fold)
     for folder, what in ((predict_dir, "prediction"), (gt_dir, "ground truth"), (targetpixel_dir, "target pixel")):
