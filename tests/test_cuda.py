@@ -85,7 +85,7 @@ def _launch(tree, argv, nproc=1, **env):
     """The test_distributed runner (dropout off: CPU and CUDA draw different masks)."""
     cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                               if nproc > 1 else [])
-    proc = subprocess.run(cmd + [str(tree / "runner.py"), "--no-dropout"] + argv, cwd=tree, env={**child_env(), **env},
+    proc = subprocess.run(cmd + [str(tree / "runner.py"), "--no-dropout"] + argv, cwd=tree, env={**child_env(tree), **env},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc

@@ -110,8 +110,11 @@ def calibrated_classifier(seed: int = 0):
     return model
 
 
-def child_env() -> dict:
+def child_env(tree: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    scratch = tree / "scratch"  # torchrun's torchelastic_* folders stay in the test's tree, not in /tmp
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
     return env
@@ -124,7 +127,7 @@ def launch(tree: Path, argv: list[str], nproc: int, expect_rc: int = 0) -> subpr
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + runner
     else:
         cmd = [sys.executable] + runner
-    proc = subprocess.run(cmd + argv, cwd=tree, env=child_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd + argv, cwd=tree, env=child_env(tree), capture_output=True, text=True, timeout=300)
     assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
