@@ -22,6 +22,8 @@
 #                the walk starts to call a pixel background)
 #   LOGT [8]     the walk runs 2 ** LOGT steps (published 8, for VOC's ~63 x 47 feature grids; how far
 #                scores spread grows with the steps, so smaller grids may want fewer)
+#   BETA [8]     exponent of the affinities in the walk's transition matrix, T = A ** BETA / column sums
+#                (published 8; a larger one lets less through a weak affinity at each step)
 #   GRID_SAMPLING [nearest]  how GT masks and boundary target maps are sampled onto the 1/8 grid
 #                (mixed affinity training and both walks): nearest = each cell's top-left pixel
 #                (published), nearest-exact = its centre, where the CAMs are averaged (docs/mini_voc_measurements.md)
@@ -146,12 +148,12 @@ fi
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
-    --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta 8 --logt "${LOGT:-8}" \
+    --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
-    --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta 8 --logt "${LOGT:-8}" \
+    --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- evaluation on train

@@ -23,6 +23,8 @@
 #                the sure foreground, "ha" the sure background); scaled like ALPHA for other CAMs
 #   LOGT [8]     the walk runs 2 ** LOGT steps (published 8, for VOC's ~63 x 47 feature grids; how far
 #                scores spread grows with the steps, so smaller grids may want fewer)
+#   BETA [8]     exponent of the affinities in the walk's transition matrix, T = A ** BETA / column sums
+#                (published 8; a larger one lets less through a weak affinity at each step)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
 #                (without weights the classifier trains with --from_scratch: every layer and BatchNorm)
@@ -133,7 +135,7 @@ else
 fi
 
 step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
-    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta 8 --logt "${LOGT:-8}" \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \

@@ -1,4 +1,5 @@
 """Helpers shared by several test modules."""
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,11 @@ def copy_driver(folder: str, dest_root: Path) -> Path:
     lib.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "psa" / "driver_lib.sh", lib)
     return dest
+
+
+def step_commands(stdout: str, driver: str = "run_psa") -> dict[str, str]:
+    """step -> the command line a driver (run_psa, run_retab, run_seg) printed for it (not its "done in" line)."""
+    return dict(re.findall(rf"^{driver}: \[(\w+)\] (?!done in)(.*)$", stdout, re.M))
 
 
 def coded_image(h: int, w: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import step_commands
 from retab import voc
 from retab.cam import multiscale_cam
 from retab.cli import main as cli_main
@@ -38,17 +39,12 @@ def run_psa_env(**extra) -> dict:
     env.update(PYTHON=sys.executable, SYNTH_SCALE="tiny", DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="72", RESIZE_LONG="64 96", BATCH_SIZE="8", VAL_LIST="", CLS_EPOCHS="1", AFF_EPOCHS="1",
                CAM_SCALES="1.0", NUM_WORKERS="0", CRF_WORKERS="1", OUT="out")
-    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "MOMENTUM", "AMP"):
+    for name in ("WEIGHTS", "VOC12HOME", "CLS_CKPT", "MOMENTUM", "AMP", "ALPHA", "BETA", "LOGT"):
         env.pop(name, None)
     # the copy of psa/ has no ../src beside it: point the stage scripts at this checkout's package
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
     env.update(extra)
     return env
-
-
-def step_commands(stdout: str) -> dict[str, str]:
-    """step -> the command line run_psa.sh printed for it (not its "done in" line)."""
-    return dict(re.findall(r"^run_psa: \[(\w+)\] (?!done in)(.*)$", stdout, re.M))
 
 
 def run_psa(psa_dir: Path, env: dict) -> subprocess.CompletedProcess:
@@ -142,11 +138,11 @@ def test_rerun_skips_finished_outputs(psa_run):
 
 @pytest.mark.slow
 def test_affinity_and_walk_settings_reach_their_stages(psa_run):
-    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA and LOGT the walk, AMP both, LA_ALPHA
+    """OPTIMIZER and AFF_LR reach the affinity training, ALPHA, BETA and LOGT the walk, AMP both, LA_ALPHA
     and HA_ALPHA the CRF labels (in folders named after them, which the affinity training reads)
     (into a second OUT)."""
     env = {**psa_run["env"], "OUT": "out_settings", "OPTIMIZER": "adamw", "AFF_LR": "0.001", "ALPHA": "4",
-           "LOGT": "3", "AMP": "bf16", "LA_ALPHA": "0.5", "HA_ALPHA": "4"}
+           "LOGT": "3", "BETA": "12", "AMP": "bf16", "LA_ALPHA": "0.5", "HA_ALPHA": "4"}
     proc = run_psa(psa_run["psa"], env)
     commands = step_commands(proc.stdout)
     out = psa_run["psa"] / "out_settings"
@@ -160,7 +156,7 @@ def test_affinity_and_walk_settings_reach_their_stages(psa_run):
         bg_share[alpha] = np.mean([(np.argmax(np.stack([d[k] for k in sorted(d)]), 0) == 0).mean() for d in dicts])
     assert bg_share["0.5"] > bg_share["4"]
     assert " --lr 0.001 --optimizer adamw " in commands["train_aff"]
-    assert " --alpha 4 --beta 8 --logt 3 " in commands["infer_aff"]
+    assert " --alpha 4 --beta 12 --logt 3 " in commands["infer_aff"]
     assert all(commands[step].endswith(" --amp bf16") for step in ("infer_cls", "train_aff", "infer_aff"))
     assert (psa_run["psa"] / "out_settings" / "resnet38_aff.pth").is_file()
 

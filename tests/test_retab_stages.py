@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers import copy_driver
+from helpers import copy_driver, step_commands
 from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
@@ -489,10 +489,13 @@ def retab_env(voc_root: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update(PYTHON=sys.executable, VOC12HOME=str(voc_root), DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="80", BATCH_SIZE="4", BOUNDARY_EPOCHS="1", AFF_EPOCHS="1", NUM_WORKERS="0")
-    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP", "GRID_SAMPLING"):
+    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP", "GRID_SAMPLING", "ALPHA", "BETA", "LOGT"):
         env.pop(key, None)
     env.update(extra)
     return env
+
+
+WALK_SETTINGS = {"ALPHA": "4", "BETA": "12", "LOGT": "3"}
 
 
 def run_retab(retab_dir: Path, env: dict) -> subprocess.CompletedProcess:
@@ -502,11 +505,12 @@ def run_retab(retab_dir: Path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def retab_runs(tiny):
-    """`FOLD=0 sh run_retab.sh` and `FOLD=3 sh run_retab.sh` in a copy of RETAB/ beside the fabricated psa/."""
+    """`FOLD=0 sh run_retab.sh` and `FOLD=3 sh run_retab.sh` in a copy of RETAB/ beside the fabricated psa/
+    (fold 3 with the walk settings WALK_SETTINGS)."""
     retab_dir = copy_driver("RETAB", tiny["tmp"])
     runs = {}
     for fold in (0, 3):
-        proc = run_retab(retab_dir, retab_env(tiny["voc"], FOLD=str(fold)))
+        proc = run_retab(retab_dir, retab_env(tiny["voc"], FOLD=str(fold), **(WALK_SETTINGS if fold == 3 else {})))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[fold] = proc
     return {"dir": retab_dir, "procs": runs}
@@ -550,6 +554,11 @@ def test_run_retab_end_to_end(tiny, retab_runs, fold):
                 "eval_cam", "eval_rw", "eval_rw_searchbg"]
     assert names == (["make_splits"] + expected if fold == 0 else expected)  # fold 3 reuses the lists
     assert all(float(sec) >= 0 for _, sec in steps)
+    # ALPHA, BETA and LOGT reach the walks (stage 2 has no CAM input, hence no alpha); published 16 / 8 / 8
+    alpha, beta, logt = ("4", "12", "3") if fold == 3 else ("16", "8", "8")
+    commands = step_commands(stdout, "run_retab")
+    assert f" --alpha {alpha} --beta {beta} --logt {logt} " in commands["rw_stage1"]
+    assert f" --beta {beta} --logt {logt} " in commands["rw_stage2"] and "--alpha" not in commands["rw_stage2"]
 
 
 @pytest.mark.slow
