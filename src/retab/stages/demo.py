@@ -206,13 +206,14 @@ def read_timings(path: Path) -> list[tuple[str, float]]:
 
 
 def result_paths(out: Path, fold: int) -> dict:
-    """Where the table's inputs lie in a demo folder: the train and val lists, the dataset and its
-    GT masks, each row's predictions."""
+    """Where the table's inputs lie in a demo folder: the train and val lists (read), the fold's
+    novel-sample list, the dataset and its GT masks, each row's predictions."""
     psa_out = out / "psa" / "out"
     retab_out = out / "RETAB" / "out" / f"fold{fold}"
     voc_root = out / "data" / "VOC2012"
     return {"train": voc.read_name_list(out / "psa" / "voc12" / "train.txt"),
             "val": voc.read_name_list(out / "psa" / "voc12" / "val.txt"),
+            "novel_list": out / "psa" / "voc12" / f"trainaug_fold{fold}_novel.txt",
             "voc_root": voc_root, "gt": voc_root / "SegmentationClass",
             "cam": psa_out / "psa_trainaug_cam", "psa_rw": psa_out / "psa_rw",
             "retab_rw": retab_out / "rw_stage2", "retab_scores": retab_out / "rw_cam_stage2",
@@ -276,7 +277,7 @@ def table_text(rows, timings: list[tuple[str, str, float]], fold: int, differenc
 def novel_picture(out: Path, fold: int, cam_threshold: float, count: int = 4) -> Path | None:
     """Rows of image | GT | CAM | RETAB labels for a few novel train samples."""
     p = result_paths(out, fold)
-    novel = set(voc.read_name_list(out / "psa" / "voc12" / f"trainaug_fold{fold}_novel.txt"))
+    novel = set(voc.read_name_list(p["novel_list"]))
     names = [n for n in p["train"] if n in novel][:count]
     if not names:
         return None
@@ -347,7 +348,8 @@ def main(argv=None) -> int:
     rows = evaluate_rows(out, args.fold)
     cam_threshold = rows[0][1].threshold
     differences = retab_differences(out, args.fold, cam_threshold)
-    table = table_text(rows, timings, args.fold, differences, len(result_paths(out, args.fold)["train"]))
+    pictures = len(result_paths(out, args.fold)["train"])
+    table = table_text(rows, timings, args.fold, differences, pictures)
     write_text(out / "results.md", table)
     picture = novel_picture(out, args.fold, cam_threshold)
     print()
