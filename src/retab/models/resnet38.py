@@ -1,4 +1,4 @@
-"""ResNet-38 ("model A1" of Wu et al.), output stride 8, and the three PSA/RETAB heads (SPEC 2).
+"""ResNet-38 ("model A1" of Wu et al.), output stride 8, and the three PSA/RETAB networks on it (SPEC 2).
 
 Every layer carries the published name, so `state_dict()` keys equal those of the published
 checkpoints (`conv1a.weight`, `b2.bn_branch2a.weight`, ..., `bn7.*`, `fc8.weight`, `f9.weight`).
@@ -9,22 +9,17 @@ The 20 class outputs of fc8 and the single boundary output of f9 are never scale
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
+
+from retab.models.heads import AffinityHead, BoundaryHead, ClassificationHead, scaled
 
 # The networks take images normalised by retab.data.transforms.normalize_image (RGB / 255,
 # ImageNet IMAGENET_MEAN / IMAGENET_STD, defined there once).
 
-NUM_CLASSES = 20
 
 # Layers that stay at their ImageNet weights in every stage (besides every BatchNorm).
 FROZEN_LAYERS = ("conv1a", "b2", "b2_1", "b2_2")
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channel count of a width-scaled network: max(8, round(c * width))."""
-    return max(8, round(channels * width))
 
 
 def conv3x3(c_in, c_out, stride=1, dilation=1):
@@ -202,70 +197,15 @@ class ResNet38(nn.Module):
         return self
 
 
-class ClassificationNet(ResNet38):
-    """CAM network: logits = fc8(global average pool(dropout2d(conv6))); CAM = relu(fc8 * conv6)."""
+# The networks of the pipeline: a head (retab.models.heads) on this backbone; published key names.
 
-    head_names = ("fc8",)
-
-    def __init__(self, width: float = 1.0):
-        super().__init__(width)
-        self.dropout7 = nn.Dropout2d(0.5)
-        self.fc8 = nn.Conv2d(self.feature_channels["conv6"], NUM_CLASSES, 1, bias=False)
-        nn.init.xavier_uniform_(self.fc8.weight)
-
-    def forward(self, x):
-        """Class logits [B, 20]."""
-        x = self.dropout7(super().forward(x))
-        x = F.adaptive_avg_pool2d(x, 1)
-        return self.fc8(x).flatten(1)
-
-    def cam(self, x):
-        """Class activation maps [B, 20, ceil(H/8), ceil(W/8)] (no dropout)."""
-        return F.relu(F.conv2d(super().forward(x), self.fc8.weight))
+class ClassificationNet(ClassificationHead, ResNet38):
+    """CAM network (PSA's classifier)."""
 
 
-class _MultiLevelHead(ResNet38):
-    """f8_3 / f8_4 / f8_5 (1x1, ELU) on conv4 / conv5 / conv6, concatenated, then f9 (1x1)."""
-
-    head_names = ("f8_3", "f8_4", "f8_5", "f9")
-
-    def __init__(self, width: float, f9_out: int | None):
-        super().__init__(width)
-        ch = self.feature_channels
-        c = lambda n: scaled(n, width)  # noqa: E731
-        self.f8_3 = nn.Conv2d(ch["conv4"], c(64), 1, bias=False)
-        self.f8_4 = nn.Conv2d(ch["conv5"], c(128), 1, bias=False)
-        self.f8_5 = nn.Conv2d(ch["conv6"], c(256), 1, bias=False)
-        self.concat_channels = c(64) + c(128) + c(256)
-        self.f9 = nn.Conv2d(self.concat_channels, f9_out or self.concat_channels, 1, bias=False)
-        for conv in (self.f8_3, self.f8_4, self.f8_5):
-            nn.init.kaiming_normal_(conv.weight)
-        nn.init.xavier_uniform_(self.f9.weight, gain=4)
-
-    def f9_input(self, x):
-        feats = self.feature_dict(x)
-        return torch.cat([F.elu(self.f8_3(feats["conv4"])),
-                          F.elu(self.f8_4(feats["conv5"])),
-                          F.elu(self.f8_5(feats["conv6"]))], dim=1)
+class AffinityNet(AffinityHead, ResNet38):
+    """PSA's AffinityNet and RETAB's mixed affinity net."""
 
 
-class AffinityNet(_MultiLevelHead):
-    """Affinity features [B, 448, ceil(H/8), ceil(W/8)] (448 scaled by width); pair affinities
-    exp(-mean |f_i - f_j|) are computed in retab.affinity."""
-
-    def __init__(self, width: float = 1.0):
-        super().__init__(width, f9_out=None)
-
-    def forward(self, x):
-        return F.elu(self.f9(self.f9_input(x)))
-
-
-class BoundaryNet(_MultiLevelHead):
-    """Boundary logits [B, 1, H, W]: f9 (448 -> 1, no ELU), bilinearly upsampled to the input."""
-
-    def __init__(self, width: float = 1.0):
-        super().__init__(width, f9_out=1)
-
-    def forward(self, x):
-        logits = self.f9(self.f9_input(x))
-        return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+class BoundaryNet(BoundaryHead, ResNet38):
+    """RETAB's boundary net."""

@@ -20,8 +20,8 @@ ASPP_RATES = (6, 12, 18, 24)  # DeepLab-v2 (ASPP-L)
 HEAD_INIT_STD = 0.01  # DeepLab's classifier init: normal(0, 0.01), bias 0
 
 
-class SegmentationNet(ResNet38):
-    """`forward(x)` -> label logits [B, 21, ceil(H/8), ceil(W/8)]."""
+class SegmentationHead(nn.Module):
+    """`forward(x)` -> label logits [B, 21, ceil(H/8), ceil(W/8)] (a head of retab.models.heads' kind)."""
 
     head_names = ("aspp",)  # trained from scratch: the optimizer's lr x10 / x20 groups
 
@@ -37,6 +37,10 @@ class SegmentationNet(ResNet38):
     def forward(self, x):
         features = super().forward(x)
         return sum(branch(features) for branch in self.aspp)
+
+
+class SegmentationNet(SegmentationHead, ResNet38):
+    """The segmentation network on ResNet-38."""
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
