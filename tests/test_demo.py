@@ -8,7 +8,8 @@ import pytest
 
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png, save_score_dict, write_text
-from retab.stages.demo import (DEMO_ENV, DRIVER_SETTINGS, demo_settings, driver_environment, evaluate_rows,
+from retab.stages.demo import (DEMO_ENV, DRIVER_SETTINGS, VOC_PARTS, demo_settings, driver_environment, evaluate_rows,
+                               link_dataset, main,
                                retab_differences)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +99,34 @@ def test_differences_are_the_rows_differences_and_one_picture_leaves_no_spread(t
     # one picture: RETAB = GT everywhere, the CAM finds the square (IoU 100 either way) -> no gain
     assert differences["CAM + RETAB - CAM"][1] == (0.0, 0.0)
     assert differences["CAM + RETAB - PSA random walk"][1][0] == pytest.approx(100 / 5)
+
+
+def voc_tree(root: Path) -> Path:
+    for part in VOC_PARTS:
+        (root / part).mkdir(parents=True)
+    return root
+
+
+def test_an_existing_dataset_is_linked_once_and_never_mixed_with_another(tmp_path):
+    first, second = voc_tree(tmp_path / "first"), voc_tree(tmp_path / "second")
+    voc_root = tmp_path / "demo" / "data" / "VOC2012"
+    link_dataset(first, voc_root)
+    assert voc_root.resolve() == first.resolve()
+    link_dataset(first, voc_root)  # a rerun on the same dataset
+    with pytest.raises(RetabError, match="already holds another dataset"):
+        link_dataset(second, voc_root)
+    assert voc_root.resolve() == first.resolve()
+    generated = tmp_path / "generated" / "data" / "VOC2012"
+    generated.mkdir(parents=True)  # a demo folder with the mini-VOC in it
+    with pytest.raises(RetabError, match="already holds another dataset"):
+        link_dataset(first, generated)
+
+
+def test_a_folder_without_the_voc_layout_is_refused_before_any_run(tmp_path):
+    (tmp_path / "pics" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(RetabError, match=r"not a VOC-layout tree \(no Annotations, ImageSets/Segmentation, "
+                                         r"SegmentationClass\)"):
+        main(["--voc12_root", str(tmp_path / "pics"), "--out", str(tmp_path / "demo")])
+    assert not (tmp_path / "demo" / "psa").exists()
+    with pytest.raises(RetabError, match="--image_side"):
+        main(["--voc12_root", str(tmp_path / "pics"), "--image_side", "100", "200", "--out", str(tmp_path / "d2")])

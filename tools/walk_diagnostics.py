@@ -66,7 +66,7 @@ def affinity_auc(args, names) -> None:
     from retab.stages.common import load_inference_model
     from retab.walk_inference import affinity_features
 
-    model, device = load_inference_model("aff", args.weights, args.width, args.device)
+    model, device = load_inference_model("aff", args.weights, args.width, args.device, backbone=args.backbone)
     novel = novel_labels(args.fold)
     groups = {"pairs touching a novel object": ([], []), "pictures without a novel object": ([], [])}
     for name in tqdm(names, desc="images"):
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--logt", type=int, default=8)
     p.add_argument("--weights", help="affinity net (affinity_auc)")
     p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--backbone", default="resnet38", help="resnet38 | efficientnet_lite0 (affinity_auc)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     try:

@@ -38,6 +38,7 @@ from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
 from retab.misc.precision import Precision
+from retab.models import DEFAULT_BACKBONE
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
@@ -159,7 +160,8 @@ def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
 
 def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
              targetpixel_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
-             overwrite: bool = False, precision: Precision | None = None) -> list[str]:
+             overwrite: bool = False, precision: Precision | None = None,
+             backbone: str = DEFAULT_BACKBONE) -> list[str]:
     """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
     names processed. weights: the trained affinity net `.pth` (strict). Under torchrun: this
     process's share of `names` only. precision: --amp / --channels_last of the affinity net."""
@@ -178,7 +180,7 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
         return []
     check_inputs(todo, score_dir, targetpixel_dir)
 
-    model, device = load_inference_model("aff", weights, width, device, precision)
+    model, device = load_inference_model("aff", weights, width, device, precision, backbone)
     inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
     for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
@@ -236,5 +238,5 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
              width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,
-             precision=Precision.from_args(args))
+             precision=Precision.from_args(args), backbone=args.backbone)
     return 0

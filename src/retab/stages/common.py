@@ -36,7 +36,7 @@ from retab.misc.args import setup_logging
 from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
 from retab.misc.precision import Precision, add_precision_args, apply_precision
-from retab.models import build_model
+from retab.models import DEFAULT_BACKBONE, build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
                                   state_dict_from_checkpoint)
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
@@ -99,14 +99,18 @@ def _head_keys(model: torch.nn.Module) -> list[str]:
 def load_initial_weights(model: torch.nn.Module, weights) -> None:
     """Initial weights of a training stage.
 
-    None: random initialisation, with a warning. `.params`: the MXNet ImageNet backbone
+    None: the backbone's own ImageNet weights where its package ships them (EfficientNet-Lite0);
+    else a random initialisation, with a warning. `.params`: the MXNet ImageNet backbone
     (non-strict; what it skipped is logged). `.pth`: strict when it holds this model's head (e.g.
     a classifier to go on training); otherwise, a checkpoint of another head (the trained
     classifier initialising the affinity net, as published), non-strict with a report. A tensor of
     the wrong shape is always an error: it means a network of another --width.
     """
     if not weights:
-        log.warning("no --weights given: training %s from a random initialisation", type(model).__name__)
+        if hasattr(model, "load_imagenet_weights"):
+            model.load_imagenet_weights()
+        else:
+            log.warning("no --weights given: training %s from a random initialisation", type(model).__name__)
         return
     path = Path(weights)
     if path.suffix == ".params":
@@ -169,10 +173,11 @@ def calibrate_batchnorm(model: torch.nn.Module, dataset, cfg: TrainConfig, devic
 
 
 def initialise_for_training(model: torch.nn.Module, weights, dataset, cfg: TrainConfig, device) -> None:
-    """--weights into a training stage's network (load_initial_weights); without them, a random
-    initialisation whose frozen BatchNorms get the training batches' statistics (calibrate_batchnorm)."""
+    """--weights into a training stage's network (load_initial_weights); without them, the backbone's
+    own ImageNet weights or else a random initialisation whose frozen BatchNorms get the training
+    batches' statistics (calibrate_batchnorm)."""
     load_initial_weights(model, weights)
-    if not weights:
+    if not weights and not hasattr(model, "load_imagenet_weights"):
         calibrate_batchnorm(model, dataset, cfg, device)
 
 
@@ -336,14 +341,14 @@ def plan_inference(args, stage: str, output_paths: Callable[[str], dict[str, Pat
     return voc_root, precision, names, images_to_do(names, output_paths, args.overwrite)
 
 
-def load_inference_model(kind: str, weights, width: float, device,
-                         precision: Precision | None = None) -> tuple[torch.nn.Module, torch.device]:
+def load_inference_model(kind: str, weights, width: float, device, precision: Precision | None = None,
+                         backbone: str = DEFAULT_BACKBONE) -> tuple[torch.nn.Module, torch.device]:
     """(network `kind` with the trained weights, in eval mode on its device, that device);
     `device` is a torch.device or a --device name (under torchrun: this process's GPU).
     With a `precision` that changes anything (--amp, --channels_last) the network comes wrapped
     in a retab.misc.precision.PrecisionModel (same calls, float32 outputs)."""
     device = distributed.process_device(device) if isinstance(device, str) else device
-    model = build_model(kind, width)
+    model = build_model(kind, width, backbone)
     load_trained_weights(model, weights)
     model = model.to(device).eval()
     if precision is not None:

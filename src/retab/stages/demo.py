@@ -127,7 +127,7 @@ DEMO_ENV = {
 # values of these, never the caller's shell (an `OUT` or `WEIGHTS` left there would move or change
 # the demo's outputs); tests/test_demo.py keeps this list equal to what the drivers read.
 DRIVER_SETTINGS = (
-    "AFF_EPOCHS", "AFF_LR", "ALPHA", "AMP", "BATCH_SIZE", "BETA", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES",
+    "AFF_EPOCHS", "AFF_LR", "ALPHA", "AMP", "BACKBONE", "BATCH_SIZE", "BETA", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES",
     "CLS_CKPT", "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS", "CROP_SIZE", "DEVICE", "FLIP",
     "FOLD", "GRID_SAMPLING", "HA_ALPHA", "HUE_JITTER", "INFER_LIST", "KERNEL", "LA_ALPHA", "LOGT", "MOMENTUM",
     "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS", "PSA_OUT", "PSEUDO_DIR", "PYTHON", "RESIZE_LONG", "SCALES", "SEED",
@@ -136,7 +136,7 @@ DRIVER_SETTINGS = (
 )
 # what --set may change: the demo's own settings and the drivers' tuning knobs (not the paths and
 # the fold, which the demo lays out itself)
-SETTABLE = sorted(set(DEMO_ENV) | {"ALPHA", "BETA", "CRF", "CRF_WORKERS", "FLIP", "KERNEL", "LOGT", "MOMENTUM",
+SETTABLE = sorted(set(DEMO_ENV) | {"ALPHA", "BACKBONE", "BETA", "CRF", "CRF_WORKERS", "FLIP", "KERNEL", "LOGT", "MOMENTUM",
                                    "SEG_MOMENTUM", "THRESHOLD"})
 
 
@@ -192,6 +192,24 @@ def run_driver(out: Path, folder: str, env: dict, log_path: Path) -> float:
     if rc != 0:
         raise RetabError(f"{out / folder / script} failed (exit {rc}); see {log_path}")
     return time.perf_counter() - start
+
+
+VOC_PARTS = ("Annotations", "ImageSets/Segmentation", "JPEGImages", "SegmentationClass")
+
+
+def link_dataset(source: Path, voc_root: Path) -> None:
+    """voc_root -> source (an existing VOC-layout tree), so that the demo folder looks as with the
+    mini-VOC; a demo folder that already holds another dataset is refused, never mixed."""
+    source = Path(source).resolve()
+    missing = [part for part in VOC_PARTS if not (source / part).is_dir()]
+    if missing:
+        raise RetabError(f"{source}: not a VOC-layout tree (no {', '.join(missing)})")
+    if voc_root.is_symlink() or voc_root.exists():
+        if voc_root.resolve() != source:
+            raise RetabError(f"{voc_root}: this demo folder already holds another dataset; choose another --out")
+        return
+    voc_root.parent.mkdir(parents=True, exist_ok=True)
+    voc_root.symlink_to(source, target_is_directory=True)
 
 
 def read_timings(path: Path) -> list[tuple[str, float]]:
@@ -313,12 +331,17 @@ def main(argv=None) -> int:
                         help="device of every stage (default cpu)")
     parser.add_argument("--image_side", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
                         help="picture sizes of the mini-VOC (default: synth_voc's)")
+    parser.add_argument("--voc12_root", default=None,
+                        help="run on this existing VOC-layout tree instead of generating the mini-VOC "
+                             "(linked as OUT/data/VOC2012)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the demo's driver settings (e.g. --set CLS_EPOCHS=40); "
                         "repeatable; keys: " + " ".join(SETTABLE))
     args = parser.parse_args(argv)
     setup_logging()
     voc.check_fold(args.fold)
+    if args.voc12_root and args.image_side:
+        raise RetabError("--image_side shapes the generated mini-VOC: it does not apply with --voc12_root")
     settings = demo_settings(args.set, device=args.device)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -326,12 +349,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     voc_root = out / "data" / "VOC2012"
-    from retab.stages import synth_voc
-    start = time.perf_counter()
-    side = ["--image_side", *map(str, args.image_side)] if args.image_side else []
-    if synth_voc.main(["--out", str(voc_root), "--scale", args.scale, "--seed", str(args.seed), *side]):
-        raise RetabError(f"{voc_root}: generating the mini-VOC failed")
-    timings = [("data", "synth_voc", time.perf_counter() - start)]
+    if args.voc12_root:
+        link_dataset(Path(args.voc12_root), voc_root)
+        timings = []
+    else:
+        from retab.stages import synth_voc
+        start = time.perf_counter()
+        side = ["--image_side", *map(str, args.image_side)] if args.image_side else []
+        if synth_voc.main(["--out", str(voc_root), "--scale", args.scale, "--seed", str(args.seed), *side]):
+            raise RetabError(f"{voc_root}: generating the mini-VOC failed")
+        timings = [("data", "synth_voc", time.perf_counter() - start)]
     copy_drivers(root, out)
 
     env = driver_environment(settings, PYTHON=sys.executable, VOC12HOME=str(voc_root), FOLD=str(args.fold),

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
 
     # The CRF processes are forked before the network exists (and before any CUDA context).
     with CrfWorkers(crf_workers) as crf:
-        model, device = load_inference_model("cls", args.weights, args.width, args.device, precision)
+        model, device = load_inference_model("cls", args.weights, args.width, args.device, precision, args.backbone)
         if args.cam_batch == 1:
             images = ImageDataset(list(todo), voc_root, labels)
             for name, img, image_labels in image_loader(images, args.num_workers, "CAMs"):

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0
-    model, device = load_inference_model("seg", args.weights, args.width, args.device, precision)
+    model, device = load_inference_model("seg", args.weights, args.width, args.device, precision, args.backbone)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "segmentation"):
         labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
         save_label_png(todo[name]["png"], labels)

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     if not todo:
         return 0
 
-    model, device = load_inference_model("boundary", args.weights, args.width, args.device, precision)
+    model, device = load_inference_model("boundary", args.weights, args.width, args.device, precision, args.backbone)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "boundary targets"):
         prob = boundary_probability(model, img, device)
         save_gray_png(todo[name]["map"], boundary_target_map(prob, args.threshold, args.kernel))

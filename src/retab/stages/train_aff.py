@@ -42,8 +42,8 @@ def make_affinity_step(radius: int = AFFINITY_RADIUS):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_aff", description=__doc__.splitlines()[0])
     add_training_args(p, session_name="resnet38_aff", max_epoches=8, lr=0.1, network="network.resnet38_aff",
-                      weights_help="classifier .pth, ImageNet .params or an affinity .pth; absent: random "
-                                   "initialisation")
+                      weights_help="classifier .pth, ImageNet .params or an affinity .pth; absent: efficientnet_lite0 "
+                                   "its ImageNet weights, resnet38 a random initialisation")
     p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
     add_runtime_args(p)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     # The PSA baseline: no base samples, no boundary targets (SPEC 3).
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), target_dir=None,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
-    model = build_model("aff", args.width)
+    model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args)
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)

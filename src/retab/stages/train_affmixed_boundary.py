@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_affmixed_boundary", description=__doc__.splitlines()[0])
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default base/novel lists)")
     add_training_args(p, session_name=None, max_epoches=8, lr=0.01, network="network.resnet38_aff",
-                      weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
+                      weights_help="ImageNet .params or a .pth; absent: efficientnet_lite0 its ImageNet weights, resnet38 a random initialisation (with a warning)",
                       helps={"--session_name": "default resnet38_affmixed_fold{F}",
                              "--out_dir": "where {session_name}.pth and .last.pt are written",
                              "--resume": "continue from {out_dir}/{session_name}.last.pt"})
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, target_dir=target_dir,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
                                    grid_sampling=args.grid_sampling)
-    model = build_model("aff", args.width)
+    model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args, args.session_name or f"resnet38_affmixed_fold{args.fold}")
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)

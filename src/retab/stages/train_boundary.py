@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold 0..3 (picks the default --train_list)")
     add_training_args(p, session_name=None, max_epoches=8, lr=0.001, network="network.resnet38_boundary",
                       train_list=None,
-                      weights_help="ImageNet .params or a .pth; absent: random initialisation (with a warning)",
+                      weights_help="ImageNet .params or a .pth; absent: efficientnet_lite0 its ImageNet weights, resnet38 a random initialisation (with a warning)",
                       helps={"--train_list": "base samples (default: {list_dir}/trainaug_fold{F}_base.txt or .npy)",
                              "--session_name": "default resnet38_boundary_fold{F}",
                              "--out_dir": "where {session_name}.pth and .last.pt are written",
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     log.info("train_boundary: fold %d, %d base samples from %s", args.fold, len(names), train_list)
 
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
-    model = build_model("boundary", args.width)
+    model = build_model("boundary", args.width, args.backbone)
     cfg = make_train_config(args, args.session_name or f"resnet38_boundary_fold{args.fold}")
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)

@@ -85,7 +85,7 @@ def cls_step(model, batch, device):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_cls", description=__doc__.splitlines()[0])
     add_training_args(p, session_name="resnet38_cls", max_epoches=15, lr=0.1, network="network.resnet38_cls",
-                      weights_help=".params (ImageNet) or .pth; absent: random initialisation (with a warning)")
+                      weights_help=".params (ImageNet) or .pth; absent: efficientnet_lite0 its ImageNet weights, resnet38 a random initialisation (with a warning)")
     p.add_argument("--from_scratch", action="store_true",
                    help="no --weights: He initialisation, every layer and BatchNorm trains (not in the paper; "
                         "without it a random initialisation keeps the published frozen BatchNorms, with "
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
             val_fn = make_val_fn(val_names, voc_root, labels_table(val_names, image_labels), device,
                                  args.num_workers)
 
-    model = build_model("cls", args.width)
+    model = build_model("cls", args.width, args.backbone)
     cfg = make_train_config(args)
     if args.from_scratch:  # every BatchNorm trains: nothing to estimate
         load_initial_weights(model, args.weights)

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                       crop_size=SEG_CROP_SIZE, momentum=SEG_MOMENTUM, tblog_dir="./tblog_seg",
                       train_list=str(DEFAULT_LIST_DIR / "train_aug.txt"),
                       weights_help="ImageNet .params, a classifier .pth (backbone) or a segmentation .pth; "
-                                   "absent: random",
+                                   "absent: efficientnet_lite0 its ImageNet weights, resnet38 random",
                       helps={"--momentum": "SGD momentum (default 0.9 as DeepLab; the PSA/RETAB stages keep the "
                                            "published quirk)",
                              "--tblog_dir": "TensorBoard folder ('' for none)",
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     dataset = SegTrainDataset(names, voc_root, gt_names, pseudo_dir, crop_size=args.crop_size,
                               resize_long=tuple(args.resize_long), seed=args.seed)
 
-    model = build_model("seg", args.width)
+    model = build_model("seg", args.width, args.backbone)
     cfg = make_train_config(args)
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
