@@ -127,16 +127,20 @@ def load_initial_weights(model: torch.nn.Module, weights) -> None:
 def load_trained_weights(model: torch.nn.Module, weights) -> None:
     """Weights of an inference stage: a trained `.pth` of exactly this network (strict; a
     DataParallel `module.` prefix is accepted). A checkpoint of another of the pipeline's
-    networks is refused by name, before the list of keys that do not fit."""
+    networks is refused by name, then the keys that do not fit."""
     path = Path(weights)
     if path.suffix == ".params":
         raise RetabError(f"{path}: an ImageNet .params file has no trained {type(model).__name__} head; "
                          f"pass the .pth checkpoint of the trained network")
     state_dict = state_dict_from_checkpoint(read_torch_file(path), path)
-    found, wanted = network_of(state_dict), network_of(model.state_dict())
-    if found is not None and wanted is not None and found != wanted:
-        raise RetabError(f"{path}: holds the weights of the {found}, not of the {wanted} ({type(model).__name__})")
-    load_state_dict_checked(model, state_dict, strict=True, source=path)
+    try:
+        load_state_dict_checked(model, state_dict, strict=True, source=path)
+    except RetabError as exc:
+        found, wanted = network_of(state_dict), network_of(model.state_dict())
+        if found is None or wanted is None or found == wanted:
+            raise
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise RetabError(f"{path}: holds the weights of the {found}, not of the {wanted}; {detail}") from None
 
 
 @torch.no_grad()
