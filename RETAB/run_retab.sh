@@ -35,11 +35,16 @@
 #                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
 #                warning; WEIGHTS= (set, empty) trains from a random initialisation]
 #   PSA_CLS      the PSA classifier [../psa/best/res38_cls.pth]
+#   AFF_WEIGHTS  a given mixed affinity net, e.g. the published psa_ourbest_fold{F}_affnet.pth (path
+#                relative to RETAB/ like the others) [unset: trained]: checked at once (strictly, a
+#                DataParallel `module.` prefix accepted; another network's checkpoint stops the run),
+#                then read as it is by both walks; the mixed affinity training and its CRF label
+#                inputs are skipped (the boundary net and target maps are not: the walks read the maps)
 #   OUT          output root [./out/fold$FOLD]
 #
 # Outputs under $OUT: boundary_model/resnet38_boundary_fold$FOLD.pth,
 # boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}/ (target maps),
-# affmodel/resnet38_affmixed_fold$FOLD.pth, rw_stage1/ rw_cam_stage1/ rw_stage2/ rw_cam_stage2/
+# affmodel/resnet38_affmixed_fold$FOLD.pth (not with AFF_WEIGHTS), rw_stage1/ rw_cam_stage1/ rw_stage2/ rw_cam_stage2/
 # (label PNGs and score dicts), evallog.txt, and timings.tsv (`step<TAB>seconds` per step, the
 # time of its last run). A rerun skips what is done: each net when its checkpoint exists (delete
 # it to retrain) and every image whose outputs exist; after retraining a net, delete the outputs
@@ -59,6 +64,11 @@ case ${GRID_SAMPLING:-} in
 "" | nearest | nearest-exact) ;;
 *) die "GRID_SAMPLING must be nearest or nearest-exact, got '$GRID_SAMPLING'" ;;
 esac
+# A given affinity net is checked before anything is trained or written: a wrong file stops the run now.
+if [ -n "${AFF_WEIGHTS:-}" ]; then
+    error=$("$PYTHON" -m retab check_weights --kind aff --backbone "$BACKBONE" --width "$WIDTH" --weights "$AFF_WEIGHTS" 2>&1 >/dev/null) ||
+        die "AFF_WEIGHTS: ${error#check_weights: error: }"
+fi
 CROP_SIZE=${CROP_SIZE:-448}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}
@@ -75,7 +85,7 @@ IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
-AFF_CKPT=$OUT/affmodel/resnet38_affmixed_fold$FOLD.pth
+AFF_CKPT=${AFF_WEIGHTS:-$OUT/affmodel/resnet38_affmixed_fold$FOLD.pth}
 RW1_DIR=$OUT/rw_stage1
 RW1_CAM_DIR=$OUT/rw_cam_stage1
 RW2_DIR=$OUT/rw_stage2
@@ -83,10 +93,19 @@ RW2_CAM_DIR=$OUT/rw_cam_stage2
 EVALLOG=$OUT/evallog.txt
 TIMINGS=$OUT/timings.tsv
 
+# which nets this run trains (a given or already trained one is not)
+TRAIN_BOUNDARY=
+[ -f "$BOUNDARY_CKPT" ] || TRAIN_BOUNDARY=1
+TRAIN_AFF=
+[ -n "${AFF_WEIGHTS:-}" ] || [ -f "$AFF_CKPT" ] || TRAIN_AFF=1
+
 # ---------------------------------------------------------------- PSA outputs
 LA_NAME=$(crf_dir_name "$LA_ALPHA")
 HA_NAME=$(crf_dir_name "$HA_ALPHA")
-for d in psa_trainaug_cam "$LA_NAME" "$HA_NAME"; do
+# the CRF labels are the mixed affinity training's input only
+CRF_DIRS=
+[ -z "$TRAIN_AFF" ] || CRF_DIRS="$LA_NAME $HA_NAME"
+for d in psa_trainaug_cam $CRF_DIRS; do
     [ -d "$PSA_OUT/$d" ] || die "PSA output $PSA_OUT/$d not found: run psa/run_psa.sh first (or set PSA_OUT)"
 done
 PSA_OUT=$(cd "$PSA_OUT" && pwd -P)
@@ -103,19 +122,19 @@ mkdir -p "$OUT"
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- initial weights of both trainings
-if [ -z "${WEIGHTS+set}" ]; then
+if [ -n "$TRAIN_BOUNDARY$TRAIN_AFF" ] && [ -z "${WEIGHTS+set}" ]; then
     case $WIDTH in
     1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
     esac
-fi
-if [ -z "${WEIGHTS+set}" ]; then
-    [ -f "$PSA_CLS" ] || die "no initial weights: neither $IMAGENET_PARAMS (WIDTH 1.0) nor the PSA classifier $PSA_CLS; run psa/run_psa.sh first or set WEIGHTS"
-    WEIGHTS=$PSA_CLS
-    say "warning: no ImageNet weights ($IMAGENET_PARAMS): both trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
+    if [ -z "${WEIGHTS+set}" ]; then
+        [ -f "$PSA_CLS" ] || die "no initial weights: neither $IMAGENET_PARAMS (WIDTH 1.0) nor the PSA classifier $PSA_CLS; run psa/run_psa.sh first or set WEIGHTS"
+        WEIGHTS=$PSA_CLS
+        say "warning: no ImageNet weights ($IMAGENET_PARAMS): the trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
+    fi
 fi
 
 # ---------------------------------------------------------------- boundary net and target maps
-if [ -f "$BOUNDARY_CKPT" ]; then
+if [ -z "$TRAIN_BOUNDARY" ]; then
     say "using the trained boundary net $BOUNDARY_CKPT (delete it to retrain)"
 else
     step train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
@@ -131,7 +150,9 @@ step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012
     --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- mixed affinity net
-if [ -f "$AFF_CKPT" ]; then
+if [ -n "${AFF_WEIGHTS:-}" ]; then
+    say "using the given affinity net AFF_WEIGHTS=$AFF_CKPT: no mixed affinity training"
+elif [ -z "$TRAIN_AFF" ]; then
     say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
 else
     step train_affmixed_boundary "$PYTHON" train_affmixed_boundary.py --fold "$FOLD" --voc12_root VOC2012 \

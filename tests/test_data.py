@@ -8,7 +8,7 @@ from PIL import Image
 
 from helpers import coded_image
 from retab import voc
-from retab.data import transforms as T
+from retab.data import datasets, transforms as T
 from retab.data.datasets import (
     AffinityTrainDataset,
     BoundaryTrainDataset,
@@ -546,13 +546,65 @@ def test_affinity_dataset_item_is_the_pair_labels_of_its_grid(tree, tmp_path):
             np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_affinity_dataset_target_canvas_is_non_boundary(tree, tmp_path):
-    """A target map without boundaries changes nothing, in the crop padding either (canvas 255)."""
-    write_crf(tmp_path, "img_small", 16, 32, seed=3)
-    save_gray_png(tmp_path / "no_boundary" / "img_small.png", np.full((16, 32), 255, np.uint8))
-    plain = AffinityTrainDataset(["img_small"], tree, tmp_path / "la", tmp_path / "ha", crop_size=32)
-    masked = AffinityTrainDataset(["img_small"], tree, tmp_path / "la", tmp_path / "ha",
-                                  target_dir=tmp_path / "no_boundary", crop_size=32)
-    for seed in range(8):
-        plain.seed = masked.seed = seed
-        np.testing.assert_array_equal(masked.sample_with_grid(0)[1], plain.sample_with_grid(0)[1])
+def place_at(monkeypatch, top: int, left: int, flip: bool) -> None:
+    """Force the joint crop to put the picture at canvas (top, left) (it must fit) and the flip."""
+    monkeypatch.setattr(T, "random_crop_box", lambda rng, h, w, size: T.CropBox(size, h, w, 0, 0, top, left, h, w))
+    monkeypatch.setattr(T, "draw_flip", lambda rng, p=0.5: flip)
+
+
+X = 255
+# A 25 x 19 picture at canvas rows 2..26, columns 3..21 of a 32 crop (4 x 4 cells of 8 px), dog
+# everywhere, no boundary in its target map: cells whose sampled pixel is padding are ignored.
+# Not flipped: row cells 0 / 3 have padding at their top-left (row 0) / centre (row 28), column
+# cells 0 / 3 at their top-left (column 0) / everywhere; flipped, the picture is at columns
+# 10..28: column cell 0 is all padding, cell 1 has it at its top-left (8), cell 3 at neither.
+PADDED_GRIDS = {
+    # (sampling, flipped): expected grid
+    ("nearest", False): [[X, X, X, X], [X, 12, 12, X], [X, 12, 12, X], [X, 12, 12, X]],
+    ("nearest", True): [[X, X, X, X], [X, X, 12, 12], [X, X, 12, 12], [X, X, 12, 12]],
+    ("nearest-exact", False): [[12, 12, 12, X], [12, 12, 12, X], [12, 12, 12, X], [X, X, X, X]],
+    ("nearest-exact", True): [[X, 12, 12, 12], [X, 12, 12, 12], [X, 12, 12, 12], [X, X, X, X]],
+    # without a target map only the cells entirely in the padding are ignored (no-score rule)
+    (None, False): [[12, 12, 12, X]] * 4,
+    (None, True): [[X, 12, 12, 12]] * 4,
+}
+
+
+@pytest.mark.parametrize("sampling, flip", list(PADDED_GRIDS))
+def test_affinity_dataset_target_padding_is_boundary_as_published(tmp_path, monkeypatch, sampling, flip):
+    """The published mask is made before the crop: the crop's zero canvas makes the padding boundary,
+    so a cell partly picture whose sampled pixel (top-left, or centre for nearest-exact) is padding
+    is ignored, which the no-score rule alone would label."""
+    root = tmp_path / "VOC2012"
+    write_image(root, "pic", coded_image(25, 19))
+    save_score_dict(tmp_path / "la" / "pic.npy", {0: np.full((25, 19), 0.2, np.float32),
+                                                  12: np.full((25, 19), 0.8, np.float32)})
+    save_score_dict(tmp_path / "ha" / "pic.npy", {0: np.full((25, 19), 0.1, np.float32),
+                                                  12: np.full((25, 19), 0.9, np.float32)})
+    save_gray_png(tmp_path / "target" / "pic.png", np.full((25, 19), 255, np.uint8))
+    place_at(monkeypatch, top=2, left=3, flip=flip)
+    ds = AffinityTrainDataset(["pic"], root, tmp_path / "la", tmp_path / "ha", crop_size=32, jitter=T.NO_JITTER,
+                              target_dir=None if sampling is None else tmp_path / "target",
+                              grid_sampling=sampling or "nearest")
+    image, grid = ds.sample_with_grid(0)
+    picture = np.zeros((32, 32), bool)
+    picture[2:27, 3:22] = True
+    np.testing.assert_array_equal(~padding_mask(image), T.hflip(picture) if flip else picture)
+    np.testing.assert_array_equal(grid, PADDED_GRIDS[sampling, flip])
+
+
+def test_affinity_dataset_target_canvas_changes_no_unpadded_or_base_item(tree, tmp_path, monkeypatch):
+    """Crops without padding, and base samples, are the same whatever the target map's canvas."""
+    write_crf(tmp_path, "img_a", 32, 32, seed=4)
+    write_crf(tmp_path, "img_small", 16, 32, seed=5)
+    grids = {}
+    for canvas in (0, 255):
+        monkeypatch.setattr(datasets, "TARGET_PAD", canvas)
+        ds = AffinityTrainDataset(["img_a", "img_small"], tree, tmp_path / "la", tmp_path / "ha",
+                                  base_names={"img_small"}, target_dir=tmp_path / "target", crop_size=24)
+        for seed in range(4):
+            ds.seed = seed
+            grids[canvas, seed] = [ds.sample_with_grid(i)[1] for i in range(2)]
+    for seed in range(4):
+        for index in range(2):
+            np.testing.assert_array_equal(grids[0, seed][index], grids[255, seed][index])

@@ -489,7 +489,8 @@ def retab_env(voc_root: Path, **extra) -> dict:
     env = dict(os.environ)
     env.update(PYTHON=sys.executable, VOC12HOME=str(voc_root), DEVICE="cpu", WIDTH=str(WIDTH), SEED="0",
                CROP_SIZE="80", BATCH_SIZE="4", BOUNDARY_EPOCHS="1", AFF_EPOCHS="1", NUM_WORKERS="0")
-    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP", "GRID_SAMPLING", "ALPHA", "BETA", "LOGT"):
+    for key in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "PSA_CLS", "INFER_LIST", "AMP", "GRID_SAMPLING", "ALPHA", "BETA", "LOGT",
+                "AFF_WEIGHTS"):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -611,3 +612,123 @@ def test_run_retab_names_a_missing_psa_output(tmp_path):
     (psa_out / "psa_trainaug_crf_0.5").mkdir()
     proc = run_retab(retab_dir, retab_env(tmp_path, FOLD="1", LA_ALPHA="0.5", HA_ALPHA="8"))
     assert proc.returncode == 2 and "../psa/out/psa_trainaug_crf_8.0 not found" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- published affinity checkpoints
+
+def published_affnet(source: Path, dest: Path, data_parallel: bool) -> Path:
+    """An affinity net as the published psa_ourbest_fold{F}_affnet.pth: the plain state dict of the
+    published keys; with `data_parallel`, saved from nn.DataParallel by an older PyTorch (every key
+    prefixed `module.`, no BatchNorm `num_batches_tracked`)."""
+    state = torch.load(source, weights_only=True)
+    if data_parallel:
+        state = {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dest)
+    return dest
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle that writes a file when loaded: weights_only=True must refuse it unopened."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+@pytest.mark.parametrize("data_parallel", [False, True])
+def test_check_weights_loads_a_published_affnet_as_given(tiny, tmp_path, capsys, data_parallel):
+    source = tiny["tmp"] / "aff.pth"
+    ckpt = published_affnet(source, tmp_path / "psa_ourbest_fold0_affnet.pth", data_parallel)
+    assert cli_main(["check_weights", "--kind", "aff", "--width", str(WIDTH), "--weights", str(ckpt)]) == 0
+    assert "AffinityNet" in capsys.readouterr().out
+    from retab.stages.common import load_trained_weights
+    model = build_model("aff", WIDTH)
+    load_trained_weights(model, ckpt)
+    expected = torch.load(source, weights_only=True)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items() if not k.endswith("num_batches_tracked"))
+
+
+def test_check_weights_refuses_another_network_in_one_line(tiny, tmp_path, capsys):
+    cls_ckpt = tiny["psa"] / "best" / "res38_cls.pth"
+    boundary = published_affnet(tiny["tmp"] / "boundary.pth", tmp_path / "boundary_dp.pth", data_parallel=True)
+    torch.manual_seed(3)
+    other_width = tmp_path / "aff_wide.pth"
+    save_checkpoint(other_width, build_model("aff", 2 * WIDTH))
+    marker = tmp_path / "marker.txt"
+    code = tmp_path / "code.pth"
+    torch.save({"f9.weight": RunsCodeWhenUnpickled(marker)}, code)
+    cases = [(cls_ckpt, "holds the weights of the classification net, not of the affinity net"),
+             (boundary, "holds the weights of the boundary net, not of the affinity net"),
+             (other_width, "with the wrong shape"),
+             (code, "cannot be read as a torch weights file"),
+             (tmp_path / "missing.pth", "weights file not found")]
+    for path, message in cases:
+        rc = cli_main(["check_weights", "--kind", "aff", "--width", str(WIDTH), "--weights", str(path)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and f"{path}: " in err and message in err, err
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_run_retab_walks_a_given_affinity_net_without_training_it(tiny, tmp_path):
+    """AFF_WEIGHTS: the walks read the given checkpoint (here `module.`-prefixed) exactly as the
+    same weights loaded directly; nothing trains the affinity net, the file is not rewritten, and
+    no CRF labels are needed. The boundary net is given too (its checkpoint in place), so nothing trains."""
+    retab_dir = copy_driver("RETAB", tmp_path)
+    out = retab_dir / "out" / "fold0"
+    boundary_ckpt = out / "boundary_model" / "resnet38_boundary_fold0.pth"
+    boundary_ckpt.parent.mkdir(parents=True)
+    boundary_ckpt.write_bytes((tiny["tmp"] / "boundary.pth").read_bytes())
+    ckpt = published_affnet(tiny["tmp"] / "aff.pth", tmp_path / "published" / "psa_ourbest_fold0_affnet.pth",
+                            data_parallel=True)
+    before = (ckpt.read_bytes(), ckpt.stat().st_mtime_ns)
+    psa_out = tmp_path / "psa_cams_only"  # CAMs without the CRF label folders
+    psa_out.mkdir()
+    (psa_out / "psa_trainaug_cam").symlink_to(tiny["psa"] / "out" / "psa_trainaug_cam")
+
+    proc = run_retab(retab_dir, retab_env(tiny["voc"], FOLD="0", PSA_OUT=str(psa_out), AFF_WEIGHTS=str(ckpt)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
+    assert not (out / "affmodel").exists() and not (out / "tblog_aff").exists()
+    steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
+    assert steps == ["make_splits", "prop_boundary_target", "rw_stage1", "rw_stage2", "eval_cam", "eval_rw",
+                     "eval_rw_searchbg"]
+    commands = step_commands(proc.stdout, "run_retab")
+    assert f"--weights {ckpt} " in commands["rw_stage1"] and f"--weights {ckpt} " in commands["rw_stage2"]
+    assert "warning" not in proc.stdout  # no initial weights were looked for: nothing trains
+
+    # the same walks with the project's own checkpoint of the same weights, loaded directly (on a
+    # novel and a base sample of fold 0)
+    names = ["2007_000001", "2007_000002"]
+    targets = out / "boundary_pred" / "boundary_fold0_kernel0_threshold0.5"
+    direct = tmp_path / "direct"
+    assert cli_main(walk_args(tiny, "stage1", tiny["psa"] / "out" / "psa_trainaug_cam", targets, direct, names)) == 0
+    assert cli_main(walk_args(tiny, "stage2", direct / "cam_stage1", targets, direct, names)) == 0
+    for name in names:
+        for stage in ("stage1", "stage2"):
+            np.testing.assert_array_equal(voc.load_label_png(out / f"rw_{stage}" / f"{name}.png"),
+                                          voc.load_label_png(direct / f"rw_{stage}" / f"{name}.png"))
+            got = load_score_dict(out / f"rw_cam_{stage}" / f"{name}.npy")
+            want = load_score_dict(direct / f"cam_{stage}" / f"{name}.npy")
+            assert sorted(got) == sorted(want)
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize("which, message", [
+    ("classifier", "holds the weights of the classification net, not of the affinity net"),
+    ("boundary", "holds the weights of the boundary net, not of the affinity net"),
+])
+def test_run_retab_refuses_another_network_as_aff_weights(tiny, tmp_path, which, message):
+    """A wrong AFF_WEIGHTS stops the driver before it links, trains or writes anything."""
+    path = tiny["psa"] / "best" / "res38_cls.pth" if which == "classifier" else tiny["tmp"] / "boundary.pth"
+    retab_dir = copy_driver("RETAB", tmp_path)
+    proc = run_retab(retab_dir, retab_env(tiny["voc"], AFF_WEIGHTS=str(path), PSA_OUT=str(tiny["psa"] / "out")))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("run_retab: error: AFF_WEIGHTS: ") and str(path) in err and message in err
+    assert not (retab_dir / "out").exists() and not (retab_dir / "psa_initcam").exists()

@@ -35,6 +35,7 @@ from retab.misc.fileio import load_score_dict
 LABEL_STRIDE = 8  # output stride of ResNet-38: affinity labels live on the 1/8 grid
 NO_SCORE = 1e-5  # pooled scores all below this: the cell lies in the crop's padding
 BASE_PAD_LABEL = 0  # published: the joint crop pads GT masks with 0 (background), as in SPEC 4
+TARGET_PAD = 0  # published quirk: target maps are masked before the crop, so padding is boundary (both samplings)
 
 
 # ----------------------------------------------------------------------------- loading helpers
@@ -259,9 +260,11 @@ class AffinityTrainDataset(SeededTrainDataset):
     cropped with canvas `base_pad_label` (default 0 = background, the published joint crop; 255
     would make the padding ignored instead). Novel samples use their la / ha CRF dicts
     ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with target_dir, the boundary target map
-    {target_dir}/{name}.png, canvas 255 (non-boundary): the padding is already labelled 255 by the
-    no-score rule, so the target map only adds its real boundaries. `grid_sampling` is how the GT
-    masks and target maps are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest").
+    {target_dir}/{name}.png, canvas TARGET_PAD = 0 (boundary, as published): a cell whose sampled
+    pixel lies in the padding is 255 even when part of it is picture, which the no-score rule (cells
+    entirely in the padding) alone would keep. `grid_sampling` is how the GT masks and target maps
+    are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest": each cell's top-left
+    pixel; "nearest-exact": its centre, so there a cell is 255 when its centre is padding).
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
@@ -298,7 +301,7 @@ class AffinityTrainDataset(SeededTrainDataset):
         ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw)
         labels = [(la, 0.0), (ha, 0.0)]
         if self.target_dir is not None:
-            labels.append((load_target_for(self.target_dir, name, size_hw), 255))
+            labels.append((load_target_for(self.target_dir, name, size_hw), TARGET_PAD))
         image, crops = augment_with_labels(img, rng, self.crop_size, labels, self.jitter)
         la_crop = {k: crops[0][..., i] for i, k in enumerate(la_keys)}
         ha_crop = {k: crops[1][..., i] for i, k in enumerate(ha_keys)}

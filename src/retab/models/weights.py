@@ -6,6 +6,7 @@
 - `load_state_dict_checked(model, state_dict, strict, source)`: strict loading raises a RetabError
   listing missing, unexpected and wrongly-shaped keys; non-strict loading loads what matches and
   logs what it skipped.
+- `network_of(state_dict)`: which of the pipeline's networks a checkpoint holds (for messages).
 - `save_checkpoint(path, model, ...)`: an atomic `.pth` with the published state-dict keys.
 """
 from __future__ import annotations
@@ -126,6 +127,20 @@ def state_dict_from_checkpoint(obj, source) -> dict:
             return obj
     raise RetabError(f"{source}: holds no state dict (expected a dict of tensors, "
                      f"or one under 'state_dict' or 'model')")
+
+
+def network_of(state_dict: dict) -> str | None:
+    """Which network of the pipeline a state dict belongs to, told by its head keys (published
+    names, SPEC 2); None when it has no head this pipeline knows."""
+    keys = _strip_data_parallel_prefix(dict(state_dict))
+    if "fc8.weight" in keys:
+        return "classification net"
+    if any(k.startswith("aspp.") for k in keys):
+        return "segmentation net"
+    if "f9.weight" in keys:
+        # the boundary net's f9 has one output channel at every width, the affinity net's 448 x width
+        return "boundary net" if tuple(keys["f9.weight"].shape[:1]) == (1,) else "affinity net"
+    return None
 
 
 def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:

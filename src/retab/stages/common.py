@@ -37,7 +37,7 @@ from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
 from retab.misc.precision import Precision, add_precision_args, apply_precision
 from retab.models import DEFAULT_BACKBONE, build_model
-from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
+from retab.models.weights import (load_state_dict_checked, load_weights, network_of, read_torch_file,
                                   state_dict_from_checkpoint)
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
 from retab.training import TrainConfig, checkpoint_paths, make_loader, max_steps
@@ -129,12 +129,22 @@ def load_initial_weights(model: torch.nn.Module, weights) -> None:
 
 
 def load_trained_weights(model: torch.nn.Module, weights) -> None:
-    """Weights of an inference stage: a trained `.pth` of exactly this network (strict)."""
+    """Weights of an inference stage: a trained `.pth` of exactly this network (strict; a
+    DataParallel `module.` prefix is accepted). A checkpoint of another of the pipeline's
+    networks is refused by name, then the keys that do not fit."""
     path = Path(weights)
     if path.suffix == ".params":
         raise RetabError(f"{path}: an ImageNet .params file has no trained {type(model).__name__} head; "
                          f"pass the .pth checkpoint of the trained network")
-    load_weights(model, path, strict=True)
+    state_dict = state_dict_from_checkpoint(read_torch_file(path), path)
+    try:
+        load_state_dict_checked(model, state_dict, strict=True, source=path)
+    except RetabError as exc:
+        found, wanted = network_of(state_dict), network_of(model.state_dict())
+        if found is None or wanted is None or found == wanted:
+            raise
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise RetabError(f"{path}: holds the weights of the {found}, not of the {wanted}; {detail}") from None
 
 
 @torch.no_grad()

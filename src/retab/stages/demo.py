@@ -127,12 +127,12 @@ DEMO_ENV = {
 # values of these, never the caller's shell (an `OUT` or `WEIGHTS` left there would move or change
 # the demo's outputs); tests/test_demo.py keeps this list equal to what the drivers read.
 DRIVER_SETTINGS = (
-    "AFF_EPOCHS", "AFF_LR", "ALPHA", "AMP", "BACKBONE", "BATCH_SIZE", "BETA", "BOUNDARY_EPOCHS", "BOUNDARY_LR", "CAM_SCALES",
-    "CLS_CKPT", "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS", "CROP_SIZE", "DEVICE", "FLIP",
-    "FOLD", "GRID_SAMPLING", "HA_ALPHA", "HUE_JITTER", "INFER_LIST", "KERNEL", "LA_ALPHA", "LOGT", "MOMENTUM",
-    "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS", "PSA_OUT", "PSEUDO_DIR", "PYTHON", "RESIZE_LONG", "SCALES", "SEED",
-    "SEG_EPOCHS", "SEG_LR", "SEG_MOMENTUM", "SUPERVISION", "SYNTH_SCALE", "THRESHOLD", "VAL_LIST",
-    "VOC12HOME", "WEIGHTS", "WIDTH",
+    "AFF_EPOCHS", "AFF_LR", "AFF_WEIGHTS", "ALPHA", "AMP", "BACKBONE", "BATCH_SIZE", "BETA", "BOUNDARY_EPOCHS",
+    "BOUNDARY_LR", "CAM_SCALES", "CLS_CKPT", "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS",
+    "CROP_SIZE", "DEVICE", "FLIP", "FOLD", "GRID_SAMPLING", "HA_ALPHA", "HUE_JITTER", "INFER_LIST", "KERNEL",
+    "LA_ALPHA", "LOGT", "MOMENTUM", "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS", "PSA_OUT", "PSEUDO_DIR",
+    "PYTHON", "RESIZE_LONG", "SCALES", "SEED", "SEG_EPOCHS", "SEG_LR", "SEG_MOMENTUM", "SUPERVISION",
+    "SYNTH_SCALE", "THRESHOLD", "VAL_LIST", "VOC12HOME", "WEIGHTS", "WIDTH",
 )
 # what --set may change: the demo's own settings and the drivers' tuning knobs (not the paths and
 # the fold, which the demo lays out itself)
