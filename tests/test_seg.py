@@ -278,7 +278,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_lr(train_tree, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train_seg.main(train_argv(root, pseudo, lists, interrupted))
     assert not (interrupted / "seg.pth").exists()
-    saved = torch.load(interrupted / "seg.last.pt", weights_only=False)
+    saved = torch.load(interrupted / "seg.last.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["optimizer"]["poly"]["global_step"] == 2
 
     monkeypatch.setattr(train_seg, "seg_step", real_step)
@@ -286,8 +286,8 @@ def test_resume_continues_from_the_saved_step_with_the_same_lr(train_tree, tmp_p
     a = torch.load(straight / "seg.pth", weights_only=True)
     b = torch.load(interrupted / "seg.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(straight / "seg.last.pt", weights_only=False)["optimizer"]
-    last_b = torch.load(interrupted / "seg.last.pt", weights_only=False)["optimizer"]
+    last_a = torch.load(straight / "seg.last.pt", weights_only=True)["optimizer"]
+    last_b = torch.load(interrupted / "seg.last.pt", weights_only=True)["optimizer"]
     assert last_a["poly"] == last_b["poly"] and last_a["poly"]["global_step"] == 4
     assert [g["lr"] for g in last_a["param_groups"]] == [g["lr"] for g in last_b["param_groups"]]
     # and training did move the weights

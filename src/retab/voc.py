@@ -84,10 +84,9 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise RetabError(f"{path}: list file not found")
     if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable list
-            raise RetabError(f"{path}: not a readable .npy name list ({exc})") from None
+        from retab.misc.safe_pickle import load_npy
+
+        arr = load_npy(path, "name list")
         return [name_from_list_line(str(n)) for n in np.asarray(arr).reshape(-1)]
     names = []
     with open(path) as f:

@@ -32,6 +32,7 @@ from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_score_dict
+from retab.misc.safe_pickle import load_npy
 
 log = logging.getLogger("retab")
 
@@ -50,14 +51,8 @@ def _as_array(value, path, field: str) -> np.ndarray:
 
 def load_irn_dict(path) -> dict:
     """The IRN dict of one file, checked: {'keys': int array [K], and 'high_res' and/or 'cam' float [K, ., .]}."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetabError(f"{path}: IRN CAM file not found")
-    try:
-        obj = np.load(path, allow_pickle=True)
-        obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
-    except Exception as exc:  # noqa: BLE001
-        raise RetabError(f"{path}: not a pickled IRN CAM dict ({exc})") from None
+    obj = load_npy(path, "IRN CAM file", allow_torch=True)  # IRN pickles torch tensors: read without running code
+    obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
     if not isinstance(obj, dict):
         raise RetabError(f"{path}: expected an IRN dict with 'keys', 'cam', 'high_res'; got a "
                          f"{type(obj).__name__}")
