@@ -23,8 +23,14 @@ from retab.misc.fileio import load_score_dict, save_npy, save_score_dict
 from retab.misc.safe_pickle import load_npy
 from retab.optim import make_optimizer, param_groups
 from retab.stages.convert_cams import load_irn_dict
+from retab.data.datasets import load_score_stack
+from retab.models import build_model
+from retab.models.weights import load_state_dict_checked, load_weights, save_checkpoint
+from retab.stages.make_splits import make_splits
 from retab.training import TrainConfig, get_rng_state, set_rng_state, train
 from helpers import stop_at
+from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_voc, fabricate_psa_outputs, size_of, stripes,
+                               walk_args, write_targets)
 
 
 class RunsCommand:
@@ -38,9 +44,11 @@ class RunsCommand:
 
 
 def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    """The CLI's error line: exactly one, no traceback (progress bars may precede it on stderr)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 # ----------------------------------------------------------------------------- 1. nothing is run
@@ -178,3 +186,112 @@ def test_resume_after_an_interruption_is_exact(tmp_path):
     resumed = run_tiny(tmp_path / "b", resume=True)
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------- the tiny VOC tree of test_retab_stages
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny VOC tree with its lists, fabricated PSA outputs (CAM and CRF dicts, a classifier)
+    and random affinity / boundary nets, as test_retab_stages builds it."""
+    tmp = tmp_path_factory.mktemp("untrusted")
+    voc_root = build_tiny_voc(tmp / "tiny_voc" / "VOC2012")
+    lists = tmp / "voc12"
+    make_splits(voc_root, lists, workers=1)
+    fabricate_psa_outputs(tmp / "psa", voc_root)
+    torch.manual_seed(1)
+    save_checkpoint(tmp / "aff.pth", build_model("aff", WIDTH))
+    torch.manual_seed(2)
+    save_checkpoint(tmp / "boundary.pth", build_model("boundary", WIDTH))
+    return {"tmp": tmp, "voc": voc_root, "lists": lists, "psa": tmp / "psa",
+            "cams": tmp / "psa" / "out" / "psa_trainaug_cam", "la": tmp / "psa" / "out" / "psa_trainaug_crf_4.0",
+            "ha": tmp / "psa" / "out" / "psa_trainaug_crf_32.0"}
+
+
+def copy_dicts(src: Path, dst: Path, names, change=None) -> Path:
+    """Score dicts of `names` copied from src to dst, each passed through change(name, dict) if given."""
+    for name in names:
+        scores = load_score_dict(src / f"{name}.npy")
+        save_npy(dst / f"{name}.npy", change(name, scores) if change else scores)
+    return dst
+
+
+def list_file(path: Path, names) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(n + "\n" for n in names))
+    return path
+
+
+def infer_cls_args(tiny, out: Path, names, weights) -> list[str]:
+    return ["infer_cls", "--weights", str(weights), "--width", str(WIDTH), "--voc12_root", str(tiny["voc"]),
+            "--infer_list", str(list_file(out / "list.txt", names)), "--out_cam", str(out / "cam"),
+            "--out_cam_pred", str(out / "pred"), "--scales", "1.0", "--crf_workers", "0", "--device", "cpu",
+            "--num_workers", "0"]
+
+
+# ----------------------------------------------------------------------------- 3. NaN
+
+def test_non_finite_weights_are_refused_when_loading(tmp_path):
+    model = build_model("cls", WIDTH)
+    state = model.state_dict()
+    state["b4_2.conv_branch2a.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(RetabError, match=r"nan.pth: tensor b4_2.conv_branch2a.weight holds 1 NaN or infinite"):
+        load_weights(build_model("cls", WIDTH), tmp_path / "nan.pth", strict=True)
+    # the MXNet reader hands numpy arrays to the same check
+    arrays = {"conv1a.weight": np.full(tuple(state["conv1a.weight"].shape), np.inf, np.float32)}
+    with pytest.raises(RetabError, match="imagenet.params: tensor conv1a.weight holds"):
+        load_state_dict_checked(build_model("cls", WIDTH), arrays, strict=False, source="imagenet.params")
+
+
+def test_infer_cls_with_nan_weights_fails_in_one_line_before_any_output(tiny, tmp_path, capsys):
+    state = torch.load(tiny["psa"] / "best" / "res38_cls.pth", weights_only=True)
+    state["fc8.weight"][3] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    assert cli_main(infer_cls_args(tiny, tmp_path, TRAIN_AUG[:2], tmp_path / "nan.pth")) == 2
+    assert "fc8.weight holds" in one_error_line(capsys)
+    assert not (tmp_path / "cam").exists() and not (tmp_path / "pred").exists()
+
+
+def test_infer_cls_refuses_non_finite_cams_of_a_picture(tiny, tmp_path, capsys, monkeypatch):
+    from retab.stages import infer_cls
+
+    def nan_cams(cam_fn, img, labels, scales, device):
+        present = np.flatnonzero(np.asarray(labels))
+        return {int(k): np.full((img.height, img.width), np.nan, np.float32) for k in present}
+
+    monkeypatch.setattr(infer_cls, "multiscale_cam", nan_cams)
+    name = TRAIN_AUG[0]
+    assert cli_main(infer_cls_args(tiny, tmp_path, [name], tiny["psa"] / "best" / "res38_cls.pth")) == 2
+    err = one_error_line(capsys)
+    assert f"{name}: the classifier's CAM of class 0 holds NaN" in err
+    assert not (tmp_path / "cam" / f"{name}.npy").exists() and not (tmp_path / "pred" / f"{name}.png").exists()
+
+
+def test_walk_refuses_non_finite_features_and_score_maps(tiny, tmp_path, capsys, monkeypatch):
+    from retab import walk_inference
+
+    names = TRAIN_AUG[:2]
+    targets = write_targets(tmp_path / "targets", names, stripes)
+    # a NaN in one CAM map: the file and its class are named, nothing is written for it
+    nan_cams = copy_dicts(tiny["cams"], tmp_path / "nan_cams", names,
+                          lambda name, d: {k: np.where(np.arange(v.size).reshape(v.shape) == 7, np.nan, v)
+                                           .astype(np.float32) for k, v in d.items()})
+    assert cli_main(walk_args(tiny, "stage1", nan_cams, targets, tmp_path / "a", names)) == 2
+    err = one_error_line(capsys)
+    assert str(nan_cams / f"{names[0]}.npy") in err and "NaN or infinite" in err
+    assert not (tmp_path / "a" / "rw_stage1").exists()
+    # the affinity net's features of a picture: named, nothing written for it
+    real = walk_inference.affinity_features
+    monkeypatch.setattr(walk_inference, "affinity_features", lambda *a: real(*a) * float("inf") * 0)
+    assert cli_main(walk_args(tiny, "stage1", tiny["cams"], targets, tmp_path / "b", names)) == 2
+    assert f"{names[0]}: the affinity net's features hold NaN" in one_error_line(capsys)
+    assert not (tmp_path / "b" / "rw_stage1").exists()
+
+
+def test_affinity_training_refuses_a_crf_dict_holding_nan(tiny, tmp_path):
+    name = TRAIN_AUG[0]
+    bad = copy_dicts(tiny["la"], tmp_path / "la", [name],
+                     lambda n, d: {k: np.full_like(v, np.nan) if k == 0 else v for k, v in d.items()})
+    with pytest.raises(RetabError, match=r"la/2007_000001.npy: map 0 holds NaN"):
+        load_score_stack(bad / f"{name}.npy", size_of(name))

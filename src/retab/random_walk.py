@@ -43,6 +43,8 @@ def _check_map(value, height: int, width: int, what: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float32)
     if arr.shape != (height, width):
         raise RetabError(f"{what}: map has shape {arr.shape}, expected ({height}, {width})")
+    if not np.isfinite(arr).all():  # NaN would walk into every label and argmax to background
+        raise RetabError(f"{what}: map holds NaN or infinite values")
     return arr
 
 

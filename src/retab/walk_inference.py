@@ -92,10 +92,11 @@ def input_scores(in_dict: dict, config: WalkConfig, height: int, width: int,
 
 
 def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map=None,
-               source: str = "score dict") -> tuple[np.ndarray, list[int]]:
+               source: str = "score dict", picture: str = "the picture") -> tuple[np.ndarray, list[int]]:
     """(walked scores float32 (21, H, W), output keys) of one PIL image and its input dict.
 
-    target_map: HxW boundary target map (0 = boundary), required by the RETAB modes.
+    target_map: HxW boundary target map (0 = boundary), required by the RETAB modes. source names
+    the input dict and picture the image in errors.
     """
     height, width = img.height, img.width
     scores, keys = input_scores(in_dict, config, height, width, source)
@@ -105,6 +106,9 @@ def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map
             raise RetabError(f"random walk {config.mode} needs the boundary target map of {source}")
         nonboundary = boundary_grid(target_map, *grid_size(height, width), config.grid_sampling)
     features = affinity_features(model, img, device)
+    if not bool(torch.isfinite(features).all()):
+        raise RetabError(f"{picture}: the affinity net's features hold NaN or infinite values "
+                         "(non-finite weights, or an --amp overflow)")
     walked = random_walk(features, scores, keys, config.mode, nonboundary_grid=nonboundary,
                          beta=config.beta, logt=config.logt)
     return walked, keys
@@ -182,7 +186,7 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
     inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
     for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
-                                  source=str(score_dir / f"{name}.npy"))
+                                  source=str(score_dir / f"{name}.npy"), picture=name)
         outputs = output_paths(name, out_rw, out_rw_cam)
         save_label_png(outputs["rw"], labels_from_scores(walked))
         if "rw_cam" in outputs:

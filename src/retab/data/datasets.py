@@ -66,6 +66,8 @@ def load_score_stack(path: Path, size_hw: tuple[int, int]) -> tuple[list[int], n
     for k in keys:
         if maps[k].shape != size_hw:
             raise RetabError(f"{path}: map {k} has shape {maps[k].shape}, the image is {size_hw}")
+        if not np.isfinite(maps[k]).all():
+            raise RetabError(f"{path}: map {k} holds NaN or infinite values")
     return keys, np.stack([maps[k] for k in keys], axis=-1)
 
 

@@ -219,6 +219,12 @@ def infer_group(model, device, group, todo: dict[str, dict[str, Path]], args, cr
 
 def write_outputs(name: str, img, cam_dict: dict, missing: dict[str, Path], args, crf) -> None:
     """The missing outputs of one image from its CAM dict; the CRFs go to the worker processes."""
+    for k, cam in cam_dict.items():
+        if not np.isfinite(cam).all():
+            source = "the classifier's CAM" if "cam" in missing or not args.out_cam else \
+                f"the CAM read back from {Path(args.out_cam) / (name + '.npy')}"
+            raise RetabError(f"{name}: {source} of class {k} holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
     if "cam" in missing:
         save_score_dict(missing["cam"], cam_dict)
     if "pred" in missing:

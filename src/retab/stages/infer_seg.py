@@ -97,6 +97,9 @@ def main(argv=None) -> int:
         return 0
     model, device = load_inference_model("seg", args.weights, args.width, args.device, precision)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "segmentation"):
-        labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
-        save_label_png(todo[name]["png"], labels)
+        probs = multiscale_probabilities(model, img, args.scales, args.flip, device)
+        if not np.isfinite(probs).all():
+            raise RetabError(f"{name}: the segmentation net's output holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
+        save_label_png(todo[name]["png"], predict_labels(probs, img, args.crf))
     return 0

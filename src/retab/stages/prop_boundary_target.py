@@ -62,5 +62,8 @@ def main(argv=None) -> int:
     model, device = load_inference_model("boundary", args.weights, args.width, args.device, precision)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "boundary targets"):
         prob = boundary_probability(model, img, device)
+        if not bool(torch.isfinite(prob).all()):
+            raise RetabError(f"{name}: the boundary net's output holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
         save_gray_png(todo[name]["map"], boundary_target_map(prob, args.threshold, args.kernel))
     return 0
