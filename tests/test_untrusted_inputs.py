@@ -295,3 +295,26 @@ def test_affinity_training_refuses_a_crf_dict_holding_nan(tiny, tmp_path):
                      lambda n, d: {k: np.full_like(v, np.nan) if k == 0 else v for k, v in d.items()})
     with pytest.raises(RetabError, match=r"la/2007_000001.npy: map 0 holds NaN"):
         load_score_stack(bad / f"{name}.npy", size_of(name))
+
+
+@pytest.mark.parametrize("stage", ["prop_boundary_target", "infer_seg"])
+def test_per_picture_nets_refuse_a_non_finite_output(tiny, tmp_path, capsys, monkeypatch, stage):
+    from retab.stages import infer_seg, prop_boundary_target
+
+    name = TRAIN_AUG[0]
+    names = list_file(tmp_path / "list.txt", [name])
+    common = ["--voc12_root", str(tiny["voc"]), "--infer_list", str(names), "--out_dir", str(tmp_path / "out"),
+              "--width", str(WIDTH), "--device", "cpu", "--num_workers", "0"]
+    if stage == "prop_boundary_target":
+        monkeypatch.setattr(prop_boundary_target, "boundary_probability",
+                            lambda model, img, device: torch.full((img.height, img.width), float("nan")))
+        argv = [stage, "--weights", str(tiny["tmp"] / "boundary.pth"), *common]
+    else:
+        torch.manual_seed(3)
+        save_checkpoint(tmp_path / "seg.pth", build_model("seg", WIDTH))
+        monkeypatch.setattr(infer_seg, "multiscale_probabilities",
+                            lambda model, img, *a: np.full((21, img.height, img.width), np.inf, np.float32))
+        argv = [stage, "--weights", str(tmp_path / "seg.pth"), "--scales", "1.0", *common]
+    assert cli_main(argv) == 2
+    assert f"{name}: the " in one_error_line(capsys)
+    assert not (tmp_path / "out" / f"{name}.png").exists()
