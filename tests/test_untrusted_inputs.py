@@ -318,3 +318,59 @@ def test_per_picture_nets_refuse_a_non_finite_output(tiny, tmp_path, capsys, mon
     assert cli_main(argv) == 2
     assert f"{name}: the " in one_error_line(capsys)
     assert not (tmp_path / "out" / f"{name}.png").exists()
+
+
+# ----------------------------------------------------------------------------- 4. an output that is an input
+
+def mtimes(folder: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_walk_refuses_an_output_folder_that_is_or_links_to_an_input(tiny, tmp_path, capsys):
+    names = TRAIN_AUG[:2]
+    targets = write_targets(tmp_path / "targets", names, stripes)
+    cams = copy_dicts(tiny["cams"], tmp_path / "cams", names)
+    before = mtimes(cams), mtimes(targets)
+    (tmp_path / "link").symlink_to(cams)
+    base = walk_args(tiny, "stage1", cams, targets, tmp_path / "o", names)
+    cases = [("--out_rw_cam", str(cams), "is the input folder --cam_dir"),
+             ("--out_rw_cam", str(tmp_path / "link"), f"is the input folder --cam_dir {cams}"),
+             ("--out_rw", str(targets), "is the input folder --targetpixel_dir"),
+             ("--out_rw", str(tiny["voc"] / "SegmentationClassAug"), "SegmentationClassAug"),
+             ("--out_rw", str(tmp_path / "o" / "cam_stage1"), "cam_stage1 is also the output folder --out_rw:")]
+    for flag, folder, message in cases:
+        argv = list(base)
+        argv[argv.index(flag) + 1] = folder
+        assert cli_main(argv) == 2
+        err = one_error_line(capsys)
+        assert message in err, err
+    assert (mtimes(cams), mtimes(targets)) == before
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["list.txt"]  # walk_args's list only
+
+
+def test_infer_cls_refuses_two_outputs_in_one_folder(tiny, tmp_path, capsys):
+    argv = infer_cls_args(tiny, tmp_path, TRAIN_AUG[:1], tiny["psa"] / "best" / "res38_cls.pth")
+    argv += ["--out_la_crf", str(tmp_path / "cam")]  # the --out_cam folder
+    assert cli_main(argv) == 2
+    assert f"--out_la_crf {tmp_path / 'cam'} is also the output folder --out_cam" in one_error_line(capsys)
+    assert not (tmp_path / "cam").exists()
+
+
+def test_training_refuses_a_checkpoint_folder_that_is_an_input(tiny, tmp_path, capsys):
+    la = copy_dicts(tiny["la"], tmp_path / "la", TRAIN_AUG)
+    before = mtimes(la)
+    argv = ["train_aff", "--voc12_root", str(tiny["voc"]), "--train_list", str(tiny["lists"] / "train_aug.txt"),
+            "--la_crf_dir", str(la), "--ha_crf_dir", str(tiny["ha"]), "--out_dir", str(la), "--tblog_dir", "",
+            "--crop_size", "72", "--batch_size", "2", "--max_epoches", "1", "--width", str(WIDTH),
+            "--device", "cpu", "--num_workers", "0"]
+    assert cli_main(argv) == 2
+    assert f"--out_dir {la} is the input folder --la_crf_dir" in one_error_line(capsys)
+    assert mtimes(la) == before
+
+
+def test_convert_cams_refuses_an_output_that_links_to_its_input(tmp_path, capsys):
+    save_npy(tmp_path / "irn" / "a.npy", {"keys": np.array([1]), "high_res": np.zeros((1, 4, 4), np.float32)})
+    (tmp_path / "out").symlink_to(tmp_path / "irn")
+    assert cli_main(["convert_cams", "--format", "irn", "--in_dir", str(tmp_path / "irn"),
+                     "--out_dir", str(tmp_path / "out")]) == 2
+    assert "is the input folder --in_dir" in one_error_line(capsys)

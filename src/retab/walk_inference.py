@@ -40,8 +40,8 @@ from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
 from retab.misc.precision import Precision
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
-from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 process_share, setup_stage)
+from retab.stages.common import (add_inference_args, check_dir, check_outputs, dataset_inputs, image_loader,
+                                 images_to_do, load_inference_model, process_share, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -167,6 +167,8 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
     """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
     names processed. weights: the trained affinity net `.pth` (strict). Under torchrun: this
     process's share of `names` only. precision: --amp / --channels_last of the affinity net."""
+    check_outputs({"--out_rw": out_rw, "--out_rw_cam": out_rw_cam},
+                  {"--cam_dir": score_dir, "--targetpixel_dir": targetpixel_dir, **dataset_inputs(voc_root)})
     voc_root = check_dir(voc_root, "VOC2012")
     score_dir = check_dir(score_dir, "input score dict")
     if config.needs_boundary:

@@ -62,6 +62,40 @@ def check_dir(path, what: str) -> Path:
     return path
 
 
+DATASET_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationClassAug")
+
+
+def dataset_inputs(voc_root) -> dict[str, Path]:
+    """The dataset's folders as input folders of a stage (flag -> folder), for check_outputs."""
+    if not voc_root:
+        return {}
+    root = Path(voc_root)
+    return {"--voc12_root": root, **{f"--voc12_root's {name}": root / name for name in DATASET_FOLDERS}}
+
+
+def _resolved(path) -> str:
+    # realpath follows every link of the part that exists, so a link to an input is that input
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def check_outputs(outputs: dict, inputs: dict) -> None:
+    """Refuse, before any work, an output folder (flag -> folder; None: not written) that is, or
+    resolves to, one of the stage's input folders (flag -> folder) or another of its output folders."""
+    read = {_resolved(folder): (flag, folder) for flag, folder in inputs.items() if folder}
+    written = {}
+    for flag, folder in outputs.items():
+        if not folder:
+            continue
+        key = _resolved(folder)
+        for kind, seen in (("the input folder", read), ("also the output folder", written)):
+            if key in seen:
+                other_flag, other = seen[key]
+                named = "" if os.fspath(other) == os.fspath(folder) else f" {other}"
+                raise RetabError(f"{flag} {folder} is {kind} {other_flag}{named}: its files would be replaced; "
+                                 f"give {flag} a folder of its own")
+        written[key] = (flag, folder)
+
+
 def check_schedule(batch_size: int, max_epoches: int) -> None:
     if batch_size < 1 or max_epoches < 1:
         raise RetabError(f"--batch_size and --max_epoches must be at least 1, got {batch_size} and {max_epoches}")
@@ -253,6 +287,15 @@ def setup_training(args) -> tuple[torch.device, Path]:
     Precision.from_args(args).check(device)
     distributed.setup_process(device, getattr(args, "dist_backend", None), process_group=True)
     return device, voc_root
+
+
+def check_training_outputs(args, session_name: str, **inputs) -> None:
+    """check_outputs of a training stage: the checkpoints' folder ({out_dir}/{session_name}'s folder)
+    and --tblog_dir against the dataset and the stage's input folders (flag=folder keywords, the
+    flag's dashes written as underscores)."""
+    checkpoints = Path(args.out_dir) / Path(session_name).parent
+    check_outputs({"--out_dir": checkpoints, "--tblog_dir": args.tblog_dir or None},
+                  {**dataset_inputs(args.voc12_root), **{f"--{flag}": folder for flag, folder in inputs.items()}})
 
 
 def training_names(train_list) -> list[str]:

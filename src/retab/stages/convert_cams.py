@@ -33,6 +33,7 @@ from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_score_dict
 from retab.misc.safe_pickle import load_npy
+from retab.stages.common import check_outputs, dataset_inputs
 
 log = logging.getLogger("retab")
 
@@ -170,8 +171,7 @@ def main(argv=None) -> int:
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
     if not in_dir.is_dir():
         raise RetabError(f"{in_dir}: input CAM folder not found")
-    if in_dir.resolve() == out_dir.resolve():
-        raise RetabError(f"{out_dir}: the output folder must differ from the input folder (inputs are never modified)")
+    check_outputs({"--out_dir": out_dir}, {"--in_dir": in_dir, **dataset_inputs(args.voc12_root)})
     if args.voc12_root is not None and not Path(args.voc12_root).is_dir():
         raise RetabError(f"{args.voc12_root}: VOC2012 folder not found")
     names = input_names(in_dir, args.list)

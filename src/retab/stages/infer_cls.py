@@ -34,8 +34,9 @@ from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, image_loader, labels_table,
-                                 load_inference_model, plan_inference, resolve_image_labels, setup_stage)
+from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
+                                 labels_table, load_inference_model, plan_inference, resolve_image_labels,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
         raise RetabError("--low_alpha and --high_alpha must differ")
     if args.cam_batch < 1:
         raise RetabError(f"--cam_batch must be at least 1, got {args.cam_batch}")
+    check_outputs({"--out_cam": args.out_cam, "--out_la_crf": args.out_la_crf, "--out_ha_crf": args.out_ha_crf,
+                   "--out_cam_pred": args.out_cam_pred}, dataset_inputs(args.voc12_root))
     crf_workers = args.crf_workers
     if crf_workers is None:
         crf_workers = distributed.default_workers(os.cpu_count() or 1)

@@ -31,8 +31,8 @@ from retab.misc.args import add_runtime_args, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_inference_args, image_loader, load_inference_model, plan_inference,
-                                 setup_stage)
+from retab.stages.common import (add_inference_args, check_outputs, dataset_inputs, image_loader,
+                                 load_inference_model, plan_inference, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     if any(s <= 0 for s in args.scales):
         raise RetabError(f"--scales must be positive, got {args.scales}")
     out_dir = Path(args.out_dir)
+    check_outputs({"--out_dir": out_dir}, dataset_inputs(args.voc12_root))
     voc_root, precision, names, todo = plan_inference(args, "infer_seg", lambda name: {"png": out_dir / f"{name}.png"})
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:

@@ -17,8 +17,8 @@ from retab.data.datasets import LABEL_STRIDE
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_training_args, check_dir, check_training_outputs, initialise_for_training,
+                                 make_train_config, make_train_optimizer, setup_training, training_names)
 from retab.training import train
 
 log = logging.getLogger("retab")
@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     if pair_count(grid, grid, AFFINITY_RADIUS) == 0:
         raise RetabError(f"--crop_size {args.crop_size} is too small: its {grid}x{grid} grid holds no pixel "
                          f"pairs of radius {AFFINITY_RADIUS} (at least {LABEL_STRIDE * (2 * AFFINITY_RADIUS - 1)})")
+    check_training_outputs(args, args.session_name, la_crf_dir=args.la_crf_dir, ha_crf_dir=args.ha_crf_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
     names = training_names(args.train_list)

@@ -25,8 +25,8 @@ from retab.data.datasets import LABEL_STRIDE
 from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_training_args, check_dir, check_training_outputs, initialise_for_training,
+                                 make_train_config, make_train_optimizer, setup_training, training_names)
 from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
 from retab.stages.make_splits import fold_list
 from retab.stages.train_boundary import check_masks
@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     device, voc_root = setup_training(args)
     check_crop_has_pairs(args.crop_size)
     check_gt_dir(args.gt_dir, voc_root)
+    target_arg = None if args.boundary_target_dir in (None, "", "None") else args.boundary_target_dir
+    check_training_outputs(args, args.session_name or f"resnet38_affmixed_fold{args.fold}", la_crf_dir=args.la_crf_dir,
+                           ha_crf_dir=args.ha_crf_dir, boundary_target_dir=target_arg, list_dir=args.list_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
     target_dir = None

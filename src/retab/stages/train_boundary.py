@@ -22,8 +22,8 @@ from retab.data import BoundaryTrainDataset
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training)
+from retab.stages.common import (add_training_args, check_training_outputs, initialise_for_training,
+                                 make_train_config, make_train_optimizer, setup_training)
 from retab.stages.make_splits import fold_list
 from retab.training import train
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, voc_root = setup_training(args)
+    check_training_outputs(args, args.session_name or f"resnet38_boundary_fold{args.fold}", list_dir=args.list_dir)
     train_list = Path(args.train_list) if args.train_list else fold_list(args.list_dir, args.fold, "base")
     names = voc.read_name_list(train_list)
     if not names:
