@@ -374,3 +374,69 @@ def test_convert_cams_refuses_an_output_that_links_to_its_input(tmp_path, capsys
     assert cli_main(["convert_cams", "--format", "irn", "--in_dir", str(tmp_path / "irn"),
                      "--out_dir", str(tmp_path / "out")]) == 2
     assert "is the input folder --in_dir" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- 2. the label space of score dicts
+
+def shifted(name, scores):
+    """A CAM dict written in the format with background (what a stage-1 output or a CRF dict looks like)."""
+    return {0: np.zeros_like(next(iter(scores.values()))), **{k + 1: v for k, v in scores.items()}}
+
+
+@pytest.mark.parametrize("stage, change, looks", [
+    ("stage1", shifted, "look like a dict with background"),
+    ("stage2", None, "look like a CAM dict"),
+    ("stage1", lambda name, d: {k + 2 if k < 17 else k - 2: v for k, v in d.items()}, "neither format"),
+])
+def test_walks_refuse_dicts_of_the_other_label_space(tiny, tmp_path, capsys, stage, change, looks):
+    names = TRAIN_AUG[:2]
+    targets = write_targets(tmp_path / "targets", names, stripes)
+    dicts = copy_dicts(tiny["cams"], tmp_path / "in", names, change)
+    assert cli_main(walk_args(tiny, stage, dicts, targets, tmp_path / "o", names)) == 2
+    err = one_error_line(capsys)
+    assert str(dicts / f"{names[0]}.npy") in err and looks in err and "(classes: aeroplane)" in err
+    assert not (tmp_path / "o" / f"rw_{stage}").exists()
+
+
+def test_psa_walk_refuses_crf_dicts_given_as_cams(tiny, tmp_path, capsys):
+    name = "2007_000002"  # car and person: keys 6, 14 as a CAM dict, 0, 7, 15 as a CRF dict
+    argv = ["infer_aff", "--weights", str(tiny["tmp"] / "aff.pth"), "--width", str(WIDTH), "--voc12_root",
+            str(tiny["voc"]), "--infer_list", str(list_file(tmp_path / "l.txt", [name])), "--cam_dir", str(tiny["la"]),
+            "--out_rw", str(tmp_path / "rw"), "--device", "cpu", "--num_workers", "0"]
+    assert cli_main(argv) == 2
+    err = one_error_line(capsys)
+    assert "keys [0, 7, 15] look like a dict with background" in err and "keys [6, 14] for this picture" in err
+    assert not (tmp_path / "rw").exists()
+
+
+def test_cams_that_are_not_max_normalised_point_to_convert_cams(tiny, tmp_path, capsys):
+    name = TRAIN_AUG[0]
+    targets = write_targets(tmp_path / "targets", [name], stripes)
+    raw = copy_dicts(tiny["cams"], tmp_path / "raw", [name], lambda n, d: {k: 3 * v for k, v in d.items()})
+    assert cli_main(walk_args(tiny, "stage1", raw, targets, tmp_path / "a", [name])) == 2
+    err = one_error_line(capsys)
+    assert "the CAM of class 0 peaks at 3" in err and "retab convert_cams --format cam_dict" in err
+    assert cli_main(["convert_cams", "--format", "cam_dict", "--in_dir", str(raw), "--out_dir", str(tmp_path / "norm"),
+                     "--voc12_root", str(tiny["voc"])]) == 0
+    normalised = load_score_dict(tmp_path / "norm" / f"{name}.npy")
+    assert 0.999 < max(float(v.max()) for v in normalised.values()) < 1
+    assert cli_main(walk_args(tiny, "stage1", tmp_path / "norm", targets, tmp_path / "b", [name])) == 0
+
+
+def test_affinity_training_refuses_crf_dicts_of_the_cam_format(tiny, tmp_path):
+    name = "2007_000002"
+    crf = load_score_dict(tiny["la"] / f"{name}.npy")
+    assert sorted(crf) == [0, 7, 15]
+    load_score_stack(tiny["la"] / f"{name}.npy", size_of(name), np.isin(np.arange(20), [6, 14]).astype(np.float32))
+    as_cams = copy_dicts(tiny["cams"], tmp_path / "cams", [name])
+    with pytest.raises(RetabError, match=r"keys \[6, 14\] look like a CAM dict .* but the affinity training"):
+        load_score_stack(as_cams / f"{name}.npy", size_of(name), np.isin(np.arange(20), [6, 14]).astype(np.float32))
+
+
+def test_evaluation_npy_new_refuses_cam_dicts(tiny, tmp_path, capsys):
+    names = list_file(tmp_path / "l.txt", ["2007_000002"])
+    assert cli_main(["evaluation_boundary", "--list", str(names), "--predict_dir", str(tiny["cams"]), "--gt_dir",
+                     str(tiny["voc"] / "SegmentationClassAug"), "--logfile", str(tmp_path / "log.txt"), "--comment",
+                     "x", "--type", "npy_new", "--t", "0.2", "--fold", "0", "--workers", "1"]) == 2
+    assert "hold no background key 0: they look like a CAM dict" in one_error_line(capsys)
+    assert not (tmp_path / "log.txt").exists()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from retab.affinity import neighbour_offsets, pair_affinities, pair_indices
 from retab.data.transforms import nearest_resize
 from retab.misc.errors import RetabError
+from retab.score_format import check_cam_peak
 from retab.voc import NUM_CLASSES, NUM_LABELS
 
 GRID_STRIDE = 8  # the backbone's output stride: one grid cell per 8 x 8 pixels
@@ -60,6 +61,7 @@ def stage1_scores(cam_dict: dict, height: int, width: int, alpha: float = 16,
         if not 0 <= k < NUM_CLASSES:
             raise RetabError(f"{source}: class key {key!r} is outside 0..{NUM_CLASSES - 1}")
         scores[k + 1] = _check_map(cam, height, width, f"{source} (class {k})")
+        check_cam_peak(scores[k + 1], k, source)
     max_cam = scores[1:].max(axis=0) if cam_dict else np.zeros((height, width), dtype=np.float32)
     scores[0] = np.power(1.0 - max_cam, alpha)
     return scores

@@ -31,6 +31,7 @@ from retab.data.transforms import (
 )
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
+from retab.score_format import check_keys, dict_keys
 
 LABEL_STRIDE = 8  # output stride of ResNet-38: affinity labels live on the 1/8 grid
 NO_SCORE = 1e-5  # pooled scores all below this: the cell lies in the crop's padding
@@ -53,13 +54,13 @@ def load_mask_for(voc_root, name: str, size_hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def load_score_stack(path: Path, size_hw: tuple[int, int]) -> tuple[list[int], np.ndarray]:
-    """A CRF label dict {0: bg, k+1: map} as (sorted keys, float32 HxWxK) checked against the image."""
+def load_score_stack(path: Path, size_hw: tuple[int, int], labels=None) -> tuple[list[int], np.ndarray]:
+    """A CRF label dict {0: bg, k+1: map} as (sorted keys, float32 HxWxK) checked against the image
+    (and, given its image-level vector `labels`, its keys against the picture's classes)."""
     scores = load_score_dict(path)
-    try:
-        keys = sorted(int(k) for k in scores)
-    except (TypeError, ValueError):
-        raise RetabError(f"{path}: score dict keys must be integer labels") from None
+    keys = dict_keys(scores, path)
+    if labels is not None:
+        check_keys(scores, labels, True, path, "the affinity training (CRF label dicts)")
     if 0 not in keys:
         raise RetabError(f"{path}: CRF label dict has no background key 0")
     maps = {int(k): np.asarray(v, np.float32) for k, v in scores.items()}
@@ -264,13 +265,16 @@ class AffinityTrainDataset(SeededTrainDataset):
     {target_dir}/{name}.png, canvas 255 (non-boundary): the padding is already labelled 255 by the
     no-score rule, so the target map only adds its real boundaries. `grid_sampling` is how the GT
     masks and target maps are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest").
+    image_labels (name -> float32[20]), when given, are what a novel sample's CRF dict keys must be
+    (key 0 plus class index + 1 of each class: retab.score_format).
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
                  target_dir=None, crop_size: int = 448, radius: int = 5, seed: int = 0,
                  jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL,
-                 grid_sampling: str = "nearest"):
+                 grid_sampling: str = "nearest", image_labels: Mapping | None = None):
         super().__init__(names, voc_root, seed)
+        self.image_labels = image_labels  # name -> float32[20]: the CRF dicts' keys are checked against it
         self.crf_la_dir = Path(crf_la_dir)
         self.crf_ha_dir = Path(crf_ha_dir)
         self.base_names = frozenset(base_names)
@@ -296,8 +300,9 @@ class AffinityTrainDataset(SeededTrainDataset):
             image, (mask_crop,) = augment_with_labels(
                 img, rng, self.crop_size, [(mask, self.base_pad_label)], self.jitter)
             return image, base_label_grid(mask_crop, self.grid_shape, self.grid_sampling)
-        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw)
-        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw)
+        labels = None if self.image_labels is None else lookup_labels(self.image_labels, name)
+        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, labels)
+        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, labels)
         labels = [(la, 0.0), (ha, 0.0)]
         if self.target_dir is not None:
             labels.append((load_target_for(self.target_dir, name, size_hw), 255))
