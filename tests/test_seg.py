@@ -206,10 +206,10 @@ def test_missing_or_bad_pseudo_labels_name_the_file(label_tree):
     with pytest.raises(RetabError, match=r"pseudo[/\\]img_base\.png: pseudo label of img_base not found"):
         SegTrainDataset(["img_base", "img_novel"], root, set(), pseudo, crop_size=16)
     save_label_png(pseudo / "img_novel.png", np.full((16, 16), 30, np.uint8))
-    ds = SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)
     with pytest.raises(RetabError, match=r"img_novel\.png: unknown label values \[30\]"):
-        ds[0]
+        SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)  # checked before any training
     save_label_png(pseudo / "img_novel.png", np.zeros((16, 15), np.uint8))
+    ds = SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)
     with pytest.raises(RetabError, match=r"img_novel\.png: label map is 15x16 but the image is 16x16"):
         ds[0]
 

@@ -9,6 +9,7 @@ import os
 import pickle
 import random
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 from retab import voc
 from retab.cli import main as cli_main
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_npy, save_score_dict
+from retab.misc.fileio import load_score_dict, save_label_png, save_npy, save_score_dict
 from retab.misc.safe_pickle import load_npy
 from retab.optim import make_optimizer, param_groups
 from retab.stages.convert_cams import load_irn_dict
@@ -440,3 +441,37 @@ def test_evaluation_npy_new_refuses_cam_dicts(tiny, tmp_path, capsys):
                      "x", "--type", "npy_new", "--t", "0.2", "--fold", "0", "--workers", "1"]) == 2
     assert "hold no background key 0: they look like a CAM dict" in one_error_line(capsys)
     assert not (tmp_path / "log.txt").exists()
+
+
+# ----------------------------------------------------------------------------- 5. one GT mask check for every stage
+
+@pytest.mark.parametrize("stage", ["train_boundary", "train_affmixed_boundary", "train_seg", "evaluation_boundary",
+                                   "make_splits"])
+def test_every_stage_refuses_a_mask_value_that_is_no_label(tiny, tmp_path, capsys, stage):
+    voc_root = tmp_path / "VOC2012"
+    shutil.copytree(tiny["voc"], voc_root)
+    name = "2007_000003"  # a base sample of fold 0 (dog), in train.txt
+    mask_path = voc.mask_path(voc_root, name)
+    mask = voc.load_label_png(mask_path)
+    mask[5, 5] = 37
+    for aug in (True, False):
+        save_label_png(voc.mask_path(voc_root, name, aug=aug), mask)
+    lists = tiny["lists"]
+    out = tmp_path / "out"
+    training = ["--voc12_root", str(voc_root), "--out_dir", str(out), "--tblog_dir", str(out / "tb"),
+                "--batch_size", "2", "--max_epoches", "1", "--crop_size", "72", "--width", str(WIDTH),
+                "--device", "cpu", "--num_workers", "0"]
+    argv = {
+        "train_boundary": ["--fold", "0", "--list_dir", str(lists), *training],
+        "train_affmixed_boundary": ["--fold", "0", "--list_dir", str(lists), "--train_list",
+                                    str(lists / "train_aug.txt"), "--la_crf_dir", str(tiny["la"]),
+                                    "--ha_crf_dir", str(tiny["ha"]), *training],
+        "train_seg": ["--supervision", "full", "--train_list", str(lists / "train_aug.txt"), *training],
+        "evaluation_boundary": ["--fold", "0", "--list", str(lists / "train.txt"), "--predict_dir", str(tiny["cams"]),
+                                "--type", "npy", "--t", "0.2", "--gt_dir", str(voc_root / "SegmentationClassAug"),
+                                "--logfile", str(out / "log.txt"), "--comment", "x", "--workers", "1"],
+        "make_splits": ["--voc12_root", str(voc_root), "--out_dir", str(out), "--workers", "1"],
+    }[stage]
+    assert cli_main([stage, *argv]) == 2
+    assert f"{mask_path}: unknown label values [37] (expected 0..20 and 255)" in one_error_line(capsys)
+    assert not out.exists()

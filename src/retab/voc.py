@@ -147,6 +147,31 @@ def load_label_png(path) -> np.ndarray:
         raise RetabError(f"{path}: cannot decode PNG ({exc})") from None
 
 
+def unknown_label_values(labels: np.ndarray, allow_ignore: bool = True) -> list[int]:
+    """The values of a uint8 label map outside 0..20 (and 255 unless allow_ignore is False)."""
+    counts = np.bincount(np.asarray(labels, np.uint8).reshape(-1), minlength=256)
+    counts[:NUM_LABELS] = 0
+    if allow_ignore:
+        counts[IGNORE] = 0
+    return [int(v) for v in np.flatnonzero(counts)]
+
+
+def check_label_values(labels: np.ndarray, path, allow_ignore: bool = True, what: str = "label values") -> np.ndarray:
+    """`labels` when every value is a label 0..20 (or 255 with allow_ignore); else a RetabError
+    naming the file: a stage would otherwise train on or score a class that does not exist."""
+    unknown = unknown_label_values(labels, allow_ignore)
+    if unknown:
+        expected = "0..20 and 255" if allow_ignore else "0..20"
+        raise RetabError(f"{path}: unknown {what} {unknown} (expected {expected})")
+    return labels
+
+
+def load_gt_mask(path) -> np.ndarray:
+    """A ground-truth mask (SegmentationClass / SegmentationClassAug or a pseudo label PNG) as
+    uint8 HxW, its values checked: the one loader of GT masks of every stage."""
+    return check_label_values(load_label_png(path), path)
+
+
 def labels_from_xml(path) -> np.ndarray:
     """Image-level labels: float32[20] with 1 for every `<object><name>` in the annotation."""
     path = Path(path)

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from retab import voc
 from retab.data.transforms import (
@@ -45,9 +46,9 @@ def load_voc_image(voc_root, name: str):
 
 
 def load_mask_for(voc_root, name: str, size_hw: tuple[int, int]) -> np.ndarray:
-    """The SegmentationClassAug mask of `name`, checked against the image size."""
+    """The SegmentationClassAug mask of `name`, its values and size checked (voc.load_gt_mask)."""
     path = voc.mask_path(voc_root, name)
-    mask = voc.load_label_png(path)
+    mask = voc.load_gt_mask(path)
     if mask.shape != size_hw:
         raise RetabError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                          f"{size_hw[1]}x{size_hw[0]}")
@@ -325,20 +326,13 @@ class AffinityTrainDataset(SeededTrainDataset):
 SEG_PAD_LABEL = voc.IGNORE  # the crop's canvas carries no label: ignored by the loss
 
 
-def check_label_values(labels: np.ndarray, path) -> np.ndarray:
-    """Label maps may hold 0..20 and 255 only (cross-entropy would fail far from the cause)."""
-    bad = np.setdiff1d(np.unique(labels), np.r_[0:voc.NUM_LABELS, voc.IGNORE])
-    if bad.size:
-        raise RetabError(f"{path}: unknown label values {bad.tolist()} (expected 0..20 and 255)")
-    return labels
-
-
 class SegTrainDataset(SeededTrainDataset):
     """train_seg (SPEC 7) -> (image float32 [3, crop, crop], labels int64 [crop, crop]).
 
     Two label sources: a name in `gt_names` uses its SegmentationClassAug mask, any other name its
     pseudo label PNG `{pseudo_dir}/{name}.png` (0..20, 255 ignore). Every label file is checked
-    at construction, so a missing one stops the run before training, named.
+    at construction (it exists, its values are labels), so a bad one stops the run before
+    training, named.
 
     Augmentation: random scale (long side uniform in `resize_long`, image bicubic, labels nearest
     with PyTorch's rule; None: no rescaling), then `augment_with_labels`: jitter, joint crop (image
@@ -369,19 +363,21 @@ class SegTrainDataset(SeededTrainDataset):
         return self.pseudo_dir / f"{name}.png"
 
     def check_label_files(self) -> None:
-        for name in self.names:
+        """Every label file exists and holds labels only (voc.load_gt_mask), before any training."""
+        for name in tqdm(self.names, desc="checking label maps", leave=False, disable=len(self.names) < 500):
             path = self.label_path(name)
             if not path.is_file():
                 what = "GT mask" if self.uses_gt(name) else "pseudo label"
                 raise RetabError(f"{path}: {what} of {name} not found")
+            voc.load_gt_mask(path)
 
     def load_labels(self, name: str, size_hw: tuple[int, int]) -> np.ndarray:
         path = self.label_path(name)
-        labels = voc.load_label_png(path)
+        labels = voc.load_gt_mask(path)
         if labels.shape != size_hw:
             raise RetabError(f"{path}: label map is {labels.shape[1]}x{labels.shape[0]} but the image "
                              f"is {size_hw[1]}x{size_hw[0]}")
-        return check_label_values(labels, path)
+        return labels
 
     def __getitem__(self, index: int):
         name = self.names[index]

@@ -59,19 +59,10 @@ class _Job:
     targetpixel_dir: str | None
 
 
-def _unknown_values(values: np.ndarray, allowed_max: int, allow_ignore: bool) -> list[int]:
-    counts = np.bincount(values.reshape(-1), minlength=256)
-    unknown = [v for v in np.flatnonzero(counts) if v > allowed_max and not (allow_ignore and v == voc.IGNORE)]
-    return [int(v) for v in unknown]
-
-
 def load_gt(gt_dir, name: str, targetpixel_dir=None) -> np.ndarray:
     """GT mask (0..20, 255); with a target-pixel folder, pixels whose target map is 0 become 255."""
     gt_path = Path(gt_dir) / f"{name}.png"
-    gt = voc.load_label_png(gt_path)
-    unknown = _unknown_values(gt, voc.NUM_CLASSES, allow_ignore=True)
-    if unknown:
-        raise RetabError(f"{gt_path}: unknown label values {unknown} (expected 0..20 and 255)")
+    gt = voc.load_gt_mask(gt_path)
     if targetpixel_dir is not None:
         target_path = Path(targetpixel_dir) / f"{name}.png"
         target = voc.load_label_png(target_path)
@@ -95,10 +86,7 @@ def load_png_prediction(path, gt_shape, gt_dir, name) -> np.ndarray:
     pred = voc.load_label_png(path)
     if pred.shape != tuple(gt_shape):
         raise _size_error(path, pred.shape, gt_dir, name, gt_shape)
-    unknown = _unknown_values(pred, voc.NUM_CLASSES, allow_ignore=False)
-    if unknown:
-        raise RetabError(f"{path}: unknown predicted label values {unknown} (expected 0..20)")
-    return pred
+    return voc.check_label_values(pred, path, allow_ignore=False, what="predicted label values")
 
 
 def best_object_channel(path, pred_type: str, gt_shape, gt_dir, name) -> tuple[np.ndarray, np.ndarray]:

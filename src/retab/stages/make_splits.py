@@ -53,7 +53,7 @@ def aug_mask_names(voc_root) -> list[str]:
 
 def mask_label_set(path) -> frozenset[int]:
     """The labels a mask contains (255 and 0 included when present)."""
-    return frozenset(int(v) for v in np.unique(voc.load_label_png(path)))
+    return frozenset(int(v) for v in np.unique(voc.load_gt_mask(path)))
 
 
 def split_by_fold(label_sets: dict[str, frozenset[int]], fold: int) -> tuple[list[str], list[str]]:
@@ -75,10 +75,6 @@ def read_label_sets(voc_root, names, workers: int | None = None) -> dict[str, fr
             sets = list(tqdm(pool.imap(mask_label_set, paths, chunksize=64), total=len(paths), desc=desc))
     else:
         sets = [mask_label_set(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
-    for name, labels in zip(names, sets):
-        unknown = sorted(v for v in labels if v > voc.NUM_CLASSES and v != voc.IGNORE)
-        if unknown:
-            raise RetabError(f"{voc.mask_path(voc_root, name)}: unknown label values {unknown}")
     return dict(zip(names, sets))
 
 

@@ -16,6 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from tqdm import tqdm
+
 from retab import voc
 from retab.boundary import boundary_loss
 from retab.data import BoundaryTrainDataset
@@ -31,11 +33,13 @@ log = logging.getLogger("retab")
 
 
 def check_masks(names, voc_root) -> None:
-    """Fail before training (not in a loader worker) when a GT mask is missing."""
-    for name in names:
+    """Fail before training (not in a loader worker) when a GT mask is missing or holds a value
+    that is no label (voc.load_gt_mask, the check of every stage)."""
+    for name in tqdm(names, desc="checking GT masks", leave=False, disable=len(names) < 500):
         path = voc.mask_path(voc_root, name)
         if not path.is_file():
             raise RetabError(f"{path}: GT mask of the base sample {name} not found")
+        voc.load_gt_mask(path)
 
 
 def boundary_step(model, batch, device):
