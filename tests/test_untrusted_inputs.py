@@ -10,6 +10,8 @@ import pickle
 import random
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from retab import voc
 from retab.cli import main as cli_main
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_npy, save_score_dict
+from retab.misc.outputs import check_writable
 from retab.misc.safe_pickle import load_npy
 from retab.optim import make_optimizer, param_groups
 from retab.stages.convert_cams import load_irn_dict
@@ -29,7 +32,7 @@ from retab.models import build_model
 from retab.models.weights import load_state_dict_checked, load_weights, save_checkpoint
 from retab.stages.make_splits import make_splits
 from retab.training import TrainConfig, get_rng_state, set_rng_state, train
-from helpers import stop_at
+from helpers import copy_driver, stop_at
 from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_voc, fabricate_psa_outputs, size_of, stripes,
                                walk_args, write_targets)
 
@@ -475,3 +478,99 @@ def test_every_stage_refuses_a_mask_value_that_is_no_label(tiny, tmp_path, capsy
     assert cli_main([stage, *argv]) == 2
     assert f"{mask_path}: unknown label values [37] (expected 0..20 and 255)" in one_error_line(capsys)
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- 6. preflight
+
+def driver_env(tmp_path: Path, **settings) -> dict:
+    """A driver's environment with a VOC12HOME that exists but is never reached: a bad setting must stop it first."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WEIGHTS", "FOLD", "OUT", "PSA_OUT", "AMP", "VOC12HOME")}
+    env.update({"PYTHON": sys.executable, "VOC12HOME": str(tmp_path / "no_voc_needed"), "DEVICE": "cpu", **settings})
+    (tmp_path / "no_voc_needed").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.mark.parametrize("driver, setting, value, message", [
+    ("psa", "FOLD", "4", "FOLD must be 0, 1, 2 or 3"),
+    ("seg", "FOLD", "-1", "FOLD must be 0, 1, 2 or 3"),
+    ("psa", "WIDTH", "0", "WIDTH must be a positive number"),
+    ("psa", "CLS_EPOCHS", "1.5", "CLS_EPOCHS must be an integer >= 1"),
+    ("psa", "CAM_SCALES", "1.0 -0.5", "CAM_SCALES must be positive numbers"),
+    ("psa", "RESIZE_LONG", "512 256", "RESIZE_LONG must be two integers LO HI with 0 < LO <= HI"),
+    ("psa", "DEVICE", "gpu", "DEVICE must be auto, cpu, cuda or cuda:N"),
+    ("psa", "CLS_OPTIMIZER", "adam", "CLS_OPTIMIZER must be one of sgd adamw"),
+    ("RETAB", "THRESHOLD", "1.5", "THRESHOLD must be a number in (0, 1]"),
+    ("RETAB", "KERNEL", "4", "KERNEL must be 0 (no erosion) or odd"),
+    ("RETAB", "LOGT", "x", "LOGT must be an integer >= 0"),
+    ("RETAB", "MOMENTUM", "1", "MOMENTUM must be a number in [0, 1)"),
+    ("seg", "SEG_LR", "-1e-3", "SEG_LR must be a positive number"),
+    ("seg", "FLIP", "maybe", "FLIP must be one of True False"),
+    ("seg", "PYTHON", "/no/such/python", "is not an interpreter that can be run"),
+])
+def test_drivers_check_their_settings_before_the_first_step(tmp_path, driver, setting, value, message):
+    folder = copy_driver(driver, tmp_path)
+    env = driver_env(tmp_path, **{setting: value})
+    proc = subprocess.run(["sh", f"run_{driver.lower()}.sh"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and value in proc.stderr
+    assert "] " not in proc.stdout  # no step started
+    assert not (folder / "out").exists() and not (folder / "VOC2012").exists()
+
+
+def test_driver_refuses_an_output_root_under_a_file(tmp_path):
+    folder = copy_driver("psa", tmp_path)
+    (tmp_path / "afile").write_text("x")
+    proc = subprocess.run(["sh", "run_psa.sh"], cwd=folder, env=driver_env(tmp_path, OUT=str(tmp_path / "afile" / "out")),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "cannot be created" in proc.stderr
+    assert "] " not in proc.stdout
+
+
+def test_training_refuses_an_output_under_a_file_before_any_work(tiny, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    base = ["train_boundary", "--fold", "0", "--voc12_root", str(tiny["voc"]), "--list_dir", str(tiny["lists"]),
+            "--batch_size", "2", "--max_epoches", "1", "--crop_size", "32", "--width", str(WIDTH), "--device", "cpu",
+            "--num_workers", "0"]
+    assert cli_main(base + ["--out_dir", str(tmp_path / "afile" / "ckpt"), "--tblog_dir", ""]) == 2
+    assert f"--out_dir {tmp_path / 'afile' / 'ckpt'} cannot be created: {tmp_path / 'afile'} is a file" \
+        in one_error_line(capsys)
+    assert cli_main(base + ["--out_dir", str(tmp_path / "ok"), "--tblog_dir", str(tmp_path / "afile")]) == 2
+    assert "--tblog_dir" in one_error_line(capsys) and not (tmp_path / "ok").exists()
+    assert cli_main(base + ["--out_dir", str(tmp_path / "ok"), "--lr", "-1"]) == 2
+    assert "--lr must be positive, got -1.0" in one_error_line(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        with pytest.raises(RetabError, match="cannot be created: .*ro is not writable"):
+            check_writable(tmp_path / "ro" / "out", "--out_dir")
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+
+
+def test_a_read_only_output_folder_is_refused_as_the_system_reports_it(tmp_path, monkeypatch):
+    """The same check whoever runs it (root may write anywhere): os.access says no, the stage stops."""
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
+    with pytest.raises(RetabError, match=r"--out_dir .*ro/out cannot be created: .*ro is not writable"):
+        check_writable(tmp_path / "ro" / "out", "--out_dir")
+
+
+def test_an_empty_infer_list_is_an_error_and_a_bom_is_not_part_of_a_name(tiny, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    argv = ["prop_boundary_target", "--weights", str(tiny["tmp"] / "boundary.pth"), "--voc12_root", str(tiny["voc"]),
+            "--out_dir", str(tmp_path / "out"), "--width", str(WIDTH), "--device", "cpu", "--num_workers", "0"]
+    assert cli_main(argv + ["--infer_list", str(tmp_path / "empty.txt")]) == 2
+    assert f"{tmp_path / 'empty.txt'}: the image list (--infer_list) is empty" in one_error_line(capsys)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeff2007_000001\r\n2007_000002\n".encode("utf-8"))
+    assert voc.read_name_list(bom) == ["2007_000001", "2007_000002"]
+    assert cli_main(argv + ["--infer_list", str(bom)]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2007_000001.png", "2007_000002.png"]
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(RetabError, match="binary.txt: not a text list of image names"):
+        voc.read_name_list(tmp_path / "binary.txt")

@@ -88,13 +88,11 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
 
         arr = load_npy(path, "name list")
         return [name_from_list_line(str(n)) for n in np.asarray(arr).reshape(-1)]
-    names = []
-    with open(path) as f:
-        for line in f:
-            name = name_from_list_line(line)
-            if name is not None:
-                names.append(name)
-    return names
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first name
+    except UnicodeDecodeError as exc:
+        raise RetabError(f"{path}: not a text list of image names ({exc.reason} at byte {exc.start})") from None
+    return [name for name in map(name_from_list_line, text.splitlines()) if name is not None]
 
 
 def sbd_line(name: str) -> str:

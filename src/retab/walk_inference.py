@@ -42,8 +42,8 @@ from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scor
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.score_format import check_keys
 from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
-                                 image_loader, images_to_do, labels_table, load_inference_model, process_share,
-                                 resolve_image_labels, setup_stage)
+                                 image_loader, images_to_do, inference_names, labels_table, load_inference_model,
+                                 process_share, resolve_image_labels, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -66,6 +66,8 @@ class WalkConfig:
             raise RetabError(f"random walk mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.logt < 0:
             raise RetabError(f"--logt must be >= 0, got {self.logt}")
+        if not (self.alpha > 0 and self.beta > 0):
+            raise RetabError(f"--alpha and --beta must be positive, got {self.alpha} and {self.beta}")
 
     @property
     def needs_boundary(self) -> bool:
@@ -252,7 +254,7 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     elif args.alpha is not None:
         log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
     config = WalkConfig(mode, **options)
-    names = voc.read_name_list(args.infer_list)
+    names = inference_names(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
              width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,

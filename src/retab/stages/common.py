@@ -35,6 +35,7 @@ from retab.misc import distributed
 from retab.misc.args import setup_logging
 from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
+from retab.misc.outputs import check_outputs, check_writable, dataset_inputs  # noqa: F401 - the stages' import point
 from retab.misc.precision import Precision, add_precision_args, apply_precision
 from retab.models import build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, read_torch_file,
@@ -60,40 +61,6 @@ def check_dir(path, what: str) -> Path:
     if not path.is_dir():
         raise RetabError(f"{path}: {what} folder not found")
     return path
-
-
-DATASET_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationClassAug")
-
-
-def dataset_inputs(voc_root) -> dict[str, Path]:
-    """The dataset's folders as input folders of a stage (flag -> folder), for check_outputs."""
-    if not voc_root:
-        return {}
-    root = Path(voc_root)
-    return {"--voc12_root": root, **{f"--voc12_root's {name}": root / name for name in DATASET_FOLDERS}}
-
-
-def _resolved(path) -> str:
-    # realpath follows every link of the part that exists, so a link to an input is that input
-    return os.path.realpath(os.path.abspath(os.fspath(path)))
-
-
-def check_outputs(outputs: dict, inputs: dict) -> None:
-    """Refuse, before any work, an output folder (flag -> folder; None: not written) that is, or
-    resolves to, one of the stage's input folders (flag -> folder) or another of its output folders."""
-    read = {_resolved(folder): (flag, folder) for flag, folder in inputs.items() if folder}
-    written = {}
-    for flag, folder in outputs.items():
-        if not folder:
-            continue
-        key = _resolved(folder)
-        for kind, seen in (("the input folder", read), ("also the output folder", written)):
-            if key in seen:
-                other_flag, other = seen[key]
-                named = "" if os.fspath(other) == os.fspath(folder) else f" {other}"
-                raise RetabError(f"{flag} {folder} is {kind} {other_flag}{named}: its files would be replaced; "
-                                 f"give {flag} a folder of its own")
-        written[key] = (flag, folder)
 
 
 def check_schedule(batch_size: int, max_epoches: int) -> None:
@@ -212,9 +179,23 @@ def initialise_for_training(model: torch.nn.Module, weights, dataset, cfg: Train
 
 # ----------------------------------------------------------------------------- start-up of every stage
 
+def check_settings(args) -> None:
+    """The numeric flags a stage has (those of add_training_args, add_inference_args and
+    add_runtime_args), in range before any work."""
+    rules = (("width", lambda v: v > 0, "positive"), ("num_workers", lambda v: v >= 0, "at least 0"),
+             ("lr", lambda v: v > 0, "positive"), ("wt_dec", lambda v: v >= 0, "at least 0"),
+             ("momentum", lambda v: v is None or 0 <= v < 1, "in [0, 1)"), ("crop_size", lambda v: v > 0, "positive"),
+             ("batch_size", lambda v: v >= 1, "at least 1"), ("max_epoches", lambda v: v >= 1, "at least 1"))
+    for name, ok, what in rules:
+        if hasattr(args, name) and not ok(getattr(args, name)):
+            raise RetabError(f"--{name} must be {what}, got {getattr(args, name)}")
+
+
 def setup_stage(args) -> None:
-    """Logging and the seeds (--seed): the first thing every network stage does. Under torchrun,
-    processes other than rank 0 log errors only (their warnings would repeat rank 0's)."""
+    """Logging, the settings check and the seeds (--seed): the first thing every network stage
+    does. Under torchrun, processes other than rank 0 log errors only (their warnings would
+    repeat rank 0's)."""
+    check_settings(args)
     setup_logging()
     if not distributed.process_info().is_main:
         logging.getLogger("retab").setLevel(logging.ERROR)
@@ -370,12 +351,20 @@ def process_share(names, stage: str, list_path) -> list[str]:
     return share
 
 
+def inference_names(infer_list) -> list[str]:
+    """The names of --infer_list; an empty list is an error (it would "finish" having done nothing)."""
+    names = voc.read_name_list(infer_list)
+    if not names:
+        raise RetabError(f"{infer_list}: the image list (--infer_list) is empty")
+    return names
+
+
 def plan_inference(args, stage: str, output_paths: Callable[[str], dict[str, Path]]):
     """The common start of a per-image stage: (VOC root, --amp/--channels_last, this process's
     share of --infer_list, the `images_to_do` of that share)."""
     voc_root = check_dir(args.voc12_root, "VOC2012")
     precision = Precision.from_args(args)
-    names = process_share(voc.read_name_list(args.infer_list), stage, args.infer_list)
+    names = process_share(inference_names(args.infer_list), stage, args.infer_list)
     return voc_root, precision, names, images_to_do(names, output_paths, args.overwrite)
 
 

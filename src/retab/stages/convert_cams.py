@@ -38,7 +38,7 @@ from retab.cam import NORM_EPS
 from retab.misc.fileio import load_score_dict, save_score_dict
 from retab.misc.safe_pickle import load_npy
 from retab.score_format import dict_keys
-from retab.stages.common import check_outputs, dataset_inputs
+from retab.misc.outputs import check_outputs, dataset_inputs
 
 log = logging.getLogger("retab")
 
@@ -173,7 +173,10 @@ def convert_file(src: Path, dst: Path, fmt: str = "irn", voc_root=None) -> dict:
 
 def input_names(in_dir: Path, list_path) -> list[str]:
     if list_path:
-        return voc.read_name_list(list_path)
+        names = voc.read_name_list(list_path)
+        if not names:
+            raise RetabError(f"{list_path}: the image list (--list) is empty")
+        return names
     return sorted(p.stem for p in in_dir.glob("*.npy"))
 
 

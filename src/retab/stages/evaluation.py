@@ -32,6 +32,7 @@ from retab import metrics, voc
 from retab.misc.args import setup_logging, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import append_text, load_score_dict
+from retab.misc.outputs import check_writable
 
 log = logging.getLogger("retab")
 
@@ -377,7 +378,12 @@ def add_common_args(parser: argparse.ArgumentParser, types, gt_dir_default: str,
 def run(args, scan_last: float) -> Evaluation:
     """Shared body of both evaluation commands: evaluate, print, append to the log."""
     setup_logging(args.verbose)
+    if Path(args.logfile).is_dir():
+        raise RetabError(f"--logfile {args.logfile} is a folder, not a file")
+    check_writable(Path(args.logfile).parent, "--logfile's folder")
     names = voc.read_name_list(args.list)
+    if not names:
+        raise RetabError(f"{args.list}: the image list (--list) is empty")
     if args.curve:
         if args.type == "png":
             raise RetabError("--curve True scans the background score: it needs --type npy or npy_new")

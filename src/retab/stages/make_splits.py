@@ -24,6 +24,7 @@ from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_npy, write_text
+from retab.misc.outputs import check_writable
 
 log = logging.getLogger("retab")
 
@@ -83,6 +84,7 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
     voc_root, out_dir = Path(voc_root).resolve(), Path(out_dir).resolve()
     if out_dir == voc_root or voc_root in out_dir.parents:
         raise RetabError(f"{out_dir}: the output folder must not be inside the dataset {voc_root}")
+    check_writable(out_dir, "--out_dir")
     seg_lists = voc_root / "ImageSets" / "Segmentation"
     train = voc.read_name_list(seg_lists / "train.txt")
     val = voc.read_name_list(seg_lists / "val.txt")
