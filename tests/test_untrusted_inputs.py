@@ -574,3 +574,68 @@ def test_an_empty_infer_list_is_an_error_and_a_bom_is_not_part_of_a_name(tiny, t
     (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     with pytest.raises(RetabError, match="binary.txt: not a text list of image names"):
         voc.read_name_list(tmp_path / "binary.txt")
+
+
+# ----------------------------------------------------------------------------- 7. resume
+
+class OtherNet(TinyNet):
+    """Another network with the same tensors: only its name tells them apart."""
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(channels=8), "its weights are of another network or --width than this TinyNet: 3 with the wrong shape "
+                       "(conv.weight: file [4, 3, 3, 3] vs model [8, 3, 3, 3]"),
+    (dict(width=0.5), "it was written for --width 1.0, this run has 0.5"),
+    (dict(optimizer="adamw"), "it was written for optimizer PolyOptimizer, this run has PolyAdamW"),
+    (dict(momentum=0.9), "--momentum was 0.0005 in its run, 0.9 in this one"),
+    (dict(lr=0.01), "--lr was 0.1 in its run, 0.01 in this one"),
+    (dict(epochs=3), "its schedule has 4 steps, this run's 6"),
+])
+def test_resume_names_what_differs_in_one_line(tmp_path, change, message):
+    interrupted_after_one_epoch(tmp_path)
+    with pytest.raises(RetabError) as info:
+        run_tiny(tmp_path, resume=True, **change)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{tmp_path / 'tiny.last.pt'}: cannot resume from it: ")
+    assert message in text and text.endswith("(delete it to train from the start)")
+    assert not (tmp_path / "tiny.pth").exists()
+
+
+def test_resume_names_another_network_and_an_older_checkpoints_optimizer(tmp_path, monkeypatch):
+    interrupted_after_one_epoch(tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "TinyNet", OtherNet)
+    with pytest.raises(RetabError, match="written for network TinyNet, this run has OtherNet"):
+        run_tiny(tmp_path, resume=True)
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "tiny.last.pt", weights_only=True)
+    for key in ("network", "width", "optimizer_kind"):  # as written before they were recorded
+        del state[key]
+    torch.save(state, tmp_path / "tiny.last.pt")
+    with pytest.raises(RetabError, match=r"its optimizer is SGD, this run's AdamW \(--optimizer\)"):
+        run_tiny(tmp_path, resume=True, optimizer="adamw")
+
+
+def test_resume_from_a_truncated_checkpoint_is_one_line_from_the_cli(tiny, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    torch.save({"model": {}, "optimizer": {}, "epoch": 1}, out / "resnet38_boundary_fold0.last.pt")
+    data = (out / "resnet38_boundary_fold0.last.pt").read_bytes()
+    (out / "resnet38_boundary_fold0.last.pt").write_bytes(data[: len(data) // 2])  # a kill mid-copy
+    argv = ["train_boundary", "--fold", "0", "--voc12_root", str(tiny["voc"]), "--list_dir", str(tiny["lists"]),
+            "--batch_size", "2", "--max_epoches", "1", "--crop_size", "32", "--width", str(WIDTH), "--device", "cpu",
+            "--num_workers", "0", "--out_dir", str(out), "--tblog_dir", "", "--resume"]
+    assert cli_main(argv) == 2
+    assert "resnet38_boundary_fold0.last.pt: cannot resume from it: not a readable checkpoint, e.g. truncated" \
+        in one_error_line(capsys)
+    assert not (out / "resnet38_boundary_fold0.pth").exists()
+
+
+def test_a_temporary_left_by_a_killed_save_is_removed_on_the_next_run(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    leftovers = [tmp_path / ".tiny.last.pt.k3j2_x.tmp", tmp_path / ".tiny.pth.a8b.tmp"]
+    unrelated = [tmp_path / ".other.last.pt.k3j2_x.tmp", tmp_path / "tiny.last.pt.notes"]
+    for path in leftovers + unrelated:
+        path.write_bytes(b"half a checkpoint")
+    run_tiny(tmp_path, epochs=1)
+    assert not any(p.exists() for p in leftovers) and all(p.exists() for p in unrelated)
+    assert (tmp_path / "tiny.pth").is_file()
