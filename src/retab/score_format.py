@@ -68,9 +68,8 @@ def check_keys(scores: dict, labels, with_background: bool, source, reader: str)
     return keys
 
 
-def check_cam_peak(cam: np.ndarray, key: int, source) -> None:
-    """A CAM map must be max-normalised; the error says how to make it so."""
-    peak = float(cam.max()) if cam.size else 0.0
+def check_cam_peak(peak: float, key: int, source) -> None:
+    """A CAM map (whose maximum is `peak`) must be max-normalised; the error says how to make it so."""
     if peak > 1 + CAM_PEAK_TOLERANCE:
         raise RetabError(f"{source}: the CAM of class {key} peaks at {peak:.4g}, but CAM dicts are max-normalised "
                          "(each map at most 1): normalise them with `retab convert_cams --format cam_dict "
