@@ -615,6 +615,25 @@ def test_resume_names_another_network_and_an_older_checkpoints_optimizer(tmp_pat
         run_tiny(tmp_path, resume=True, optimizer="adamw")
 
 
+def test_resume_reads_a_checkpoint_of_the_previous_format_exactly(tmp_path):
+    """Resume files written before RNG states were tensors hold numpy's and Python's own tuples."""
+    straight = run_tiny(tmp_path / "a")
+    interrupted_after_one_epoch(tmp_path / "b")
+    state = torch.load(tmp_path / "b" / "tiny.last.pt", weights_only=True)
+    rng = state["rng"]
+    rng["numpy"] = ("MT19937", rng["numpy"]["keys"].numpy().astype(np.uint32), rng["numpy"]["pos"],
+                    rng["numpy"]["has_gauss"], rng["numpy"]["cached_gaussian"])
+    rng["python"] = (rng["python"]["version"], tuple(rng["python"]["internal"].tolist()), rng["python"]["gauss_next"])
+    for key in ("network", "width", "optimizer_kind"):
+        del state[key]
+    torch.save(state, tmp_path / "b" / "tiny.last.pt")
+    with pytest.raises(pickle.UnpicklingError):  # torch's plain weights_only load refuses the numpy array
+        torch.load(tmp_path / "b" / "tiny.last.pt", weights_only=True)
+    resumed = run_tiny(tmp_path / "b", resume=True)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_from_a_truncated_checkpoint_is_one_line_from_the_cli(tiny, tmp_path, capsys):
     out = tmp_path / "ckpt"
     out.mkdir()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -215,7 +216,7 @@ def resume(last_path: Path, model, optimizer, scaler) -> int:
         return RetabError(f"{last_path}: cannot resume from it: {what} (delete it to train from the start)")
 
     try:
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(last_path)
     except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle: torch raises many kinds
         raise refuse(f"not a readable checkpoint, e.g. truncated by a kill ({_first_line(exc)})") from None
     missing = [k for k in ("model", "optimizer", "epoch") if not isinstance(state, dict) or k not in state]
@@ -249,6 +250,19 @@ def resume(last_path: Path, model, optimizer, scaler) -> int:
     return start_epoch
 
 
+def read_checkpoint(path):
+    """torch.load(weights_only=True) of a resume file. Files written before the RNG states were
+    held as tensors keep numpy's state as an array: torch's restricted unpickler reads those
+    once numpy's array globals are allowed (still no other object)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        from retab.misc.safe_pickle import NUMPY_ARRAY_GLOBALS
+
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
 # settings of a parameter group that a resumed run must share ('lr' decays, 'params' are indices)
 _GROUP_SETTINGS = ("momentum", "weight_decay", "dampening", "nesterov", "betas", "eps", "amsgrad")
 
@@ -262,8 +276,8 @@ def optimizer_mismatch(optimizer, saved) -> str | None:
         return f"its optimizer has {len(saved_groups)} parameter groups, this run's {len(groups)}"
     for i, (group, old) in enumerate(zip(groups, saved_groups)):
         if len(group["params"]) != len(old.get("params", ())):
-            return (f"parameter group {i} holds {len(old.get('params', ()))} tensors in it, {len(group['params'])} "
-                    "in this run (another network, or --from_scratch on one side only)")
+            return (f"its parameter group {i} holds {len(old.get('params', ()))} tensors, this run's "
+                    f"{len(group['params'])} (another network, or --from_scratch on one side only)")
         kind_keys = {"momentum", "betas"}
         if (kind_keys & group.keys()) != (kind_keys & old.keys()):
             return (f"its optimizer is {'AdamW' if 'betas' in old else 'SGD'}, this run's "
@@ -320,13 +334,18 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """get_rng_state's states, or those of older resume files (numpy's and Python's own tuples)."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    if isinstance(numpy_state, dict):
+        numpy_state = ("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
     python_state = state["python"]
-    random.setstate((python_state["version"], tuple(int(x) for x in python_state["internal"].tolist()),
-                     python_state["gauss_next"]))
+    if isinstance(python_state, dict):
+        python_state = (python_state["version"], tuple(int(x) for x in python_state["internal"].tolist()),
+                        python_state["gauss_next"])
+    random.setstate(python_state)
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -44,6 +44,9 @@ _NUMPY_GLOBALS.update({
     ("builtins", "complex"): complex,
 })
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+# for torch.serialization.safe_globals: what a numpy array of a standard dtype pickles to
+NUMPY_ARRAY_GLOBALS = [_multiarray._reconstruct, np.ndarray, np.dtype,
+                       *{type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}]
 
 
 def _storage_from_bytes(data: bytes):
