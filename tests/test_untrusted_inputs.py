@@ -658,3 +658,13 @@ def test_a_temporary_left_by_a_killed_save_is_removed_on_the_next_run(tmp_path):
     run_tiny(tmp_path, epochs=1)
     assert not any(p.exists() for p in leftovers) and all(p.exists() for p in unrelated)
     assert (tmp_path / "tiny.pth").is_file()
+
+
+def test_infer_cls_checks_a_cam_dict_it_reads_back_for_the_crfs(tiny, tmp_path, capsys):
+    name = "2007_000002"
+    copy_dicts(tiny["cams"], tmp_path / "cam", [name], shifted)  # a CAM "done" but in the other format
+    argv = infer_cls_args(tiny, tmp_path, [name], tiny["psa"] / "best" / "res38_cls.pth")
+    assert cli_main(argv + ["--out_la_crf", str(tmp_path / "la")]) == 2
+    err = one_error_line(capsys)
+    assert "keys [0, 7, 15] look like a dict with background" in err and "but infer_cls" in err
+    assert not (tmp_path / "la").exists()

@@ -301,9 +301,9 @@ class AffinityTrainDataset(SeededTrainDataset):
             image, (mask_crop,) = augment_with_labels(
                 img, rng, self.crop_size, [(mask, self.base_pad_label)], self.jitter)
             return image, base_label_grid(mask_crop, self.grid_shape, self.grid_sampling)
-        labels = None if self.image_labels is None else lookup_labels(self.image_labels, name)
-        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, labels)
-        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, labels)
+        classes = None if self.image_labels is None else lookup_labels(self.image_labels, name)
+        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, classes)
+        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, classes)
         labels = [(la, 0.0), (ha, 0.0)]
         if self.target_dir is not None:
             labels.append((load_target_for(self.target_dir, name, size_hw), 255))

@@ -272,8 +272,8 @@ def setup_training(args) -> tuple[torch.device, Path]:
 
 def check_training_outputs(args, session_name: str, **inputs) -> None:
     """check_outputs of a training stage: the checkpoints' folder ({out_dir}/{session_name}'s folder)
-    and --tblog_dir against the dataset and the stage's input folders (flag=folder keywords, the
-    flag's dashes written as underscores)."""
+    and --tblog_dir against the dataset and the stage's input folders (keywords named as their
+    flags, e.g. la_crf_dir=...)."""
     checkpoints = Path(args.out_dir) / Path(session_name).parent
     check_outputs({"--out_dir": checkpoints, "--tblog_dir": args.tblog_dir or None},
                   {**dataset_inputs(args.voc12_root), **{f"--{flag}": folder for flag, folder in inputs.items()}})

@@ -101,7 +101,7 @@ def best_object_channel(path, pred_type: str, gt_shape, gt_dir, name) -> tuple[n
     scores = load_score_dict(path)
     offset, highest = (1, voc.NUM_CLASSES - 1) if pred_type == "npy" else (0, voc.NUM_CLASSES)
     if pred_type == "npy_new" and 0 not in scores:  # dicts with background always hold key 0
-        raise RetabError(f"{path}: keys {sorted(scores)} hold no background key 0: they look like a CAM dict "
+        raise RetabError(f"{path}: keys {sorted(scores, key=str)} hold no background key 0: they look like a CAM dict "
                          "(class indices 0..19), which --type npy reads; --type npy_new reads dicts with "
                          "background (stage 2's --out_rw_cam)")
     channels = []
