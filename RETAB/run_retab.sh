@@ -56,10 +56,6 @@ cd "$(dirname "$0")"
 DRIVER=run_retab
 . ../psa/driver_lib.sh
 
-case $FOLD in
-0 | 1 | 2 | 3) ;;
-*) die "FOLD must be 0, 1, 2 or 3 (the PASCAL-5i fold), got '$FOLD'" ;;
-esac
 case ${GRID_SAMPLING:-} in
 "" | nearest | nearest-exact) ;;
 *) die "GRID_SAMPLING must be nearest or nearest-exact, got '$GRID_SAMPLING'" ;;
@@ -82,6 +78,16 @@ PSA_OUT=${PSA_OUT:-../psa/out}
 PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold$FOLD}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
+need_int CROP_SIZE 1
+need_int BATCH_SIZE 1
+need_int BOUNDARY_EPOCHS 1
+need_int AFF_EPOCHS 1
+need_number BOUNDARY_LR 'v > 0' "a positive number"
+need_number AFF_LR 'v > 0' "a positive number"
+need_int KERNEL 0
+[ "$KERNEL" -eq 0 ] || [ $((KERNEL % 2)) -eq 1 ] || die "KERNEL must be 0 (no erosion) or odd, got '$KERNEL'"
+need_number THRESHOLD 'v > 0 && v + 0 <= 1' "a number in (0, 1]"
+[ "$INFER_LIST" = voc12/train_aug.txt ] || [ -f "$INFER_LIST" ] || die "INFER_LIST=$INFER_LIST is not a file"
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
@@ -116,7 +122,7 @@ CAM_DIR=psa_initcam/psa_trainaug_cam
 LA_DIR=psa_afflabel/$LA_NAME
 HA_DIR=psa_afflabel/$HA_NAME
 
-mkdir -p "$OUT"
+make_out_dir "$OUT"
 
 # ---------------------------------------------------------------- dataset and lists
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012

@@ -24,6 +24,76 @@ efficientnet_lite0) [ -n "${WEIGHTS+set}" ] || WEIGHTS= ;;
 *) die "BACKBONE must be resnet38 or efficientnet_lite0, got '$BACKBONE'" ;;
 esac
 
+# Settings are checked here and at the top of each driver, before its first step: a bad one
+# found by a later step would cost every step before it.
+
+# need_int NAME MIN: the setting NAME must be an integer >= MIN
+need_int() {
+    eval "value=\${$1}"
+    case $value in
+    "" | *[!0-9]*) die "$1 must be an integer >= $2, got '$value'" ;;
+    esac
+    [ "$value" -ge "$2" ] || die "$1 must be an integer >= $2, got '$value'"
+}
+
+# need_number NAME CONDITION WHAT: the setting NAME must be a number v for which the awk CONDITION
+# holds (e.g. 'v > 0'); WHAT says so in the message. Several numbers separated by spaces are
+# each checked (CAM_SCALES, RESIZE_LONG).
+need_number() {
+    eval "value=\${$1}"
+    [ -n "$value" ] || die "$1 must be $3, got ''"
+    for v in $value; do
+        awk -v v="$v" "BEGIN { exit !(v ~ /^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\$/ && ($2)) }" \
+            || die "$1 must be $3, got '$value'"
+    done
+}
+
+# need_choice NAME CHOICE...: the setting NAME must be one of the CHOICEs
+need_choice() {
+    name=$1
+    eval "value=\${$1}"
+    shift
+    for choice in "$@"; do
+        [ "$value" != "$choice" ] || return 0
+    done
+    die "$name must be one of $*, got '$value'"
+}
+
+# need_range NAME: the setting NAME must be two integers LO HI with 0 < LO <= HI (RESIZE_LONG)
+need_range() {
+    eval "value=\${$1}"
+    awk -v s="$value" 'BEGIN { n = split(s, a, " "); exit !(n == 2 && a[1] ~ /^[0-9]+$/ && a[2] ~ /^[0-9]+$/ \
+        && a[1] + 0 > 0 && a[1] + 0 <= a[2] + 0) }' || die "$1 must be two integers LO HI with 0 < LO <= HI, got '$value'"
+}
+
+# make_out_dir DIR: create the output root, or stop when it cannot be created or written
+make_out_dir() {
+    mkdir -p "$1" 2>/dev/null || die "OUT=$1 cannot be created (is a part of it a file, or read-only?)"
+    [ -w "$1" ] || die "OUT=$1 is not writable"
+}
+
+case $FOLD in
+0 | 1 | 2 | 3) ;;
+*) die "FOLD must be 0, 1, 2 or 3 (the PASCAL-5i fold), got '$FOLD'" ;;
+esac
+need_number WIDTH 'v > 0' "a positive number"
+need_int SEED 0
+case $DEVICE in
+auto | cpu | cuda | cuda:[0-9] | cuda:[0-9][0-9]) ;;
+*) die "DEVICE must be auto, cpu, cuda or cuda:N, got '$DEVICE'" ;;
+esac
+[ -z "${NUM_WORKERS:-}" ] || need_int NUM_WORKERS 0
+command -v "$PYTHON" >/dev/null 2>&1 || die "PYTHON=$PYTHON is not an interpreter that can be run"
+# settings of several drivers, checked when given (each driver's defaults are valid)
+for setting in ALPHA BETA; do
+    eval "[ -z \"\${$setting:-}\" ]" || need_number "$setting" 'v > 0' "a positive number"
+done
+[ -z "${LOGT:-}" ] || need_int LOGT 0
+[ -z "${MOMENTUM:-}" ] || need_number MOMENTUM 'v + 0 < 1' "a number in [0, 1)"
+[ -z "${OPTIMIZER:-}" ] || need_choice OPTIMIZER sgd adamw
+[ -z "${CROP_SIZE:-}" ] || need_int CROP_SIZE 1
+[ -z "${BATCH_SIZE:-}" ] || need_int BATCH_SIZE 1
+
 # AMP (unset: full precision) is passed as --amp to every stage that runs a network
 case ${AMP:-none} in
 none | bf16 | fp16) ;;

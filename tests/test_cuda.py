@@ -117,7 +117,7 @@ def test_train_cls_on_cuda_follows_the_cpu_run(tree, variant):
     b = torch.load(out / "cls.pth", weights_only=True)
     init = torch.load(tree / "cls_init.pth", weights_only=True)
     assert list(a) == list(b) == list(init)
-    steps = torch.load(out / "cls.last.pt", weights_only=False)["optimizer"]["poly"]["global_step"]
+    steps = torch.load(out / "cls.last.pt", weights_only=True)["optimizer"]["poly"]["global_step"]
     for k in ("fc8.weight", "b3.conv_branch2a.weight", "b7.conv_branch2b2.weight"):
         moved = (a[k] - init[k]).abs().max()
         assert moved > 0

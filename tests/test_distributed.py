@@ -173,7 +173,7 @@ def test_two_processes_train_what_one_process_trains(tree):
     # rank 0 alone wrote the outputs: one checkpoint pair, one TensorBoard file, no leftovers
     assert sorted(p.name for p in double.iterdir()) == ["cls.last.pt", "cls.pth", "tb"]
     assert len(list((double / "tb").iterdir())) == 1
-    last = torch.load(double / "cls.last.pt", weights_only=False)
+    last = torch.load(double / "cls.last.pt", weights_only=True)
     assert last["epoch"] == 2 and last["optimizer"]["poly"]["global_step"] == 4  # 8 images / 4 x 2 epochs
     # validation: 3 images shared 2 + 1 between the processes, summed: the same loss per epoch
     assert len(val_losses(two.stderr)) == 2
@@ -190,7 +190,7 @@ def test_two_processes_resume_as_if_never_interrupted(tree):
     # interrupted at the first step of epoch 2 (2 steps per epoch): both processes stop there
     launch(tree, train_cls_argv(tree, interrupted, "--val_list", "", "--stop-at-step", "2"), 2, expect_rc=1)
     assert not (interrupted / "cls.pth").exists()
-    assert torch.load(interrupted / "cls.last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(interrupted / "cls.last.pt", weights_only=True)["epoch"] == 1
     launch(tree, train_cls_argv(tree, interrupted, "--val_list", "", "--resume"), 2)
     a = torch.load(straight / "cls.pth", weights_only=True)
     b = torch.load(interrupted / "cls.pth", weights_only=True)

@@ -209,3 +209,29 @@ def test_load_weights_from_params_initialises_the_backbone_only(tmp_path):
     loaded = target.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in pairs.values())
     assert torch.equal(target.fc8.weight, fc8_before)
+
+
+def hostile_record(shape, flag: int = 0) -> bytes:
+    """A V2 array header declaring `shape` with no data behind it."""
+    return struct.pack("<Ii", 0xF993FAC9, 0) + shape_bytes(shape) + CPU_CONTEXT + struct.pack("<i", flag)
+
+
+@pytest.mark.parametrize("content, message", [
+    # a 2^48-element float32 array declared in a file of about 100 bytes
+    (ndarray_list([hostile_record((2**24, 2**24))], ["x"]),
+     r"array 0 data \(shape \[16777216, 16777216\]\) needs 1125899906842624 bytes, the file has \d+ left"),
+    # dimensions whose product wraps around in int64 (np.prod would make it 0)
+    (ndarray_list([hostile_record((2**62, 4))], ["x"]), r"needs 73786976294838206464 bytes"),
+    (ndarray_list([hostile_record((2**31 - 1,) * 3)], ["x"]), r"array 0 data .* needs"),
+    # 2^60 arrays, a 2^40-dimensional shape, a 2^50-byte name
+    (struct.pack("<QQQ", 0x112, 0, 2**60) + b"\0" * 76, r"its header claims 1152921504606846976 arrays"),
+    (struct.pack("<QQQ", 0x112, 0, 1) + struct.pack("<Iii", 0xF993FAC9, 0, 2**30) + b"\0" * 64, r"array 0 needs 8589934592"),
+    (ndarray_list([record(np.zeros(2, np.float32))], []) [:-8] + struct.pack("<QQ", 1, 2**50) + b"ab",
+     r"name 0 needs 1125899906842624 bytes"),
+])
+def test_header_sizes_are_checked_against_the_file_before_reading(tmp_path, content, message):
+    path = tmp_path / "hostile.params"
+    path.write_bytes(content)
+    assert path.stat().st_size < 200
+    with pytest.raises(RetabError, match=r"hostile\.params: truncated or corrupt MXNet params file: .*" + message):
+        load_mxnet_params(path)

@@ -74,7 +74,7 @@ def check_exact_resume(tmp_path, monkeypatch, caplog, run, argv, session: str, s
             run(argv(interrupted, "--resume"))
     assert f"--resume: no {last} yet, training from the start" in caplog.text
     assert not (interrupted / f"{session}.pth").exists()
-    saved = torch.load(last, weights_only=False)
+    saved = torch.load(last, weights_only=True)
     assert saved["epoch"] == 1 and saved["optimizer"]["poly"]["global_step"] == steps_per_epoch
     assert len(calls) == steps_per_epoch
 
@@ -89,8 +89,8 @@ def check_exact_resume(tmp_path, monkeypatch, caplog, run, argv, session: str, s
     a = torch.load(straight / f"{session}.pth", weights_only=True)
     b = torch.load(interrupted / f"{session}.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(straight / f"{session}.last.pt", weights_only=False)
-    last_b = torch.load(last, weights_only=False)
+    last_a = torch.load(straight / f"{session}.last.pt", weights_only=True)
+    last_b = torch.load(last, weights_only=True)
     assert last_a["epoch"] == last_b["epoch"] == 2
     assert last_a["optimizer"]["poly"] == last_b["optimizer"]["poly"]
     assert last_a["optimizer"]["poly"]["global_step"] == 2 * steps_per_epoch

@@ -206,10 +206,10 @@ def test_missing_or_bad_pseudo_labels_name_the_file(label_tree):
     with pytest.raises(RetabError, match=r"pseudo[/\\]img_base\.png: pseudo label of img_base not found"):
         SegTrainDataset(["img_base", "img_novel"], root, set(), pseudo, crop_size=16)
     save_label_png(pseudo / "img_novel.png", np.full((16, 16), 30, np.uint8))
-    ds = SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)
     with pytest.raises(RetabError, match=r"img_novel\.png: unknown label values \[30\]"):
-        ds[0]
+        SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)  # checked before any training
     save_label_png(pseudo / "img_novel.png", np.zeros((16, 15), np.uint8))
+    ds = SegTrainDataset(["img_novel"], root, set(), pseudo, crop_size=16)
     with pytest.raises(RetabError, match=r"img_novel\.png: label map is 15x16 but the image is 16x16"):
         ds[0]
 
@@ -278,7 +278,7 @@ def test_resume_continues_from_the_saved_step_with_the_same_lr(train_tree, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train_seg.main(train_argv(root, pseudo, lists, interrupted))
     assert not (interrupted / "seg.pth").exists()
-    saved = torch.load(interrupted / "seg.last.pt", weights_only=False)
+    saved = torch.load(interrupted / "seg.last.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["optimizer"]["poly"]["global_step"] == 2
 
     monkeypatch.setattr(train_seg, "seg_step", real_step)
@@ -286,8 +286,8 @@ def test_resume_continues_from_the_saved_step_with_the_same_lr(train_tree, tmp_p
     a = torch.load(straight / "seg.pth", weights_only=True)
     b = torch.load(interrupted / "seg.pth", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(straight / "seg.last.pt", weights_only=False)["optimizer"]
-    last_b = torch.load(interrupted / "seg.last.pt", weights_only=False)["optimizer"]
+    last_a = torch.load(straight / "seg.last.pt", weights_only=True)["optimizer"]
+    last_b = torch.load(interrupted / "seg.last.pt", weights_only=True)["optimizer"]
     assert last_a["poly"] == last_b["poly"] and last_a["poly"]["global_step"] == 4
     assert [g["lr"] for g in last_a["param_groups"]] == [g["lr"] for g in last_b["param_groups"]]
     # and training did move the weights

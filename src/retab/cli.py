@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from retab.misc.errors import RetabError
+from retab.misc.errors import RetabError, one_line
 
 # command -> (module under retab.stages, one-line description)
 COMMANDS = {
@@ -39,7 +39,7 @@ def run_stage(command: str, argv=None) -> int:
         module = importlib.import_module(f"retab.stages.{module_name}")
         rc = module.main(argv)
     except RetabError as exc:
-        print(f"{command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from retab.affinity import neighbour_offsets, pair_affinities, pair_indices
 from retab.data.transforms import nearest_resize
 from retab.misc.errors import RetabError
+from retab.score_format import check_cam_peak
 from retab.voc import NUM_CLASSES, NUM_LABELS
 
 GRID_STRIDE = 8  # the backbone's output stride: one grid cell per 8 x 8 pixels
@@ -39,11 +40,15 @@ SMALL_GRID_SIDE = 11  # below this shorter grid side, RETAB shrinks the radius
 # Score arrays at full size
 # ----------------------------------------------------------------------------------------------
 
-def _check_map(value, height: int, width: int, what: str) -> np.ndarray:
+def _check_map(value, height: int, width: int, what: str) -> tuple[np.ndarray, float]:
+    """(the map as float32, its maximum), its shape and values checked."""
     arr = np.asarray(value, dtype=np.float32)
     if arr.shape != (height, width):
         raise RetabError(f"{what}: map has shape {arr.shape}, expected ({height}, {width})")
-    return arr
+    low, high = arr.min(), arr.max()  # NaN reaches both; two reductions cost less than np.isfinite(arr).all()
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN would walk into every label and argmax to background
+        raise RetabError(f"{what}: map holds NaN or infinite values")
+    return arr, float(high)
 
 
 def stage1_scores(cam_dict: dict, height: int, width: int, alpha: float = 16,
@@ -57,7 +62,8 @@ def stage1_scores(cam_dict: dict, height: int, width: int, alpha: float = 16,
         k = int(key)
         if not 0 <= k < NUM_CLASSES:
             raise RetabError(f"{source}: class key {key!r} is outside 0..{NUM_CLASSES - 1}")
-        scores[k + 1] = _check_map(cam, height, width, f"{source} (class {k})")
+        scores[k + 1], peak = _check_map(cam, height, width, f"{source} (class {k})")
+        check_cam_peak(peak, k, source)
     max_cam = scores[1:].max(axis=0) if cam_dict else np.zeros((height, width), dtype=np.float32)
     scores[0] = np.power(1.0 - max_cam, alpha)
     return scores
@@ -75,7 +81,7 @@ def stage2_scores(score_dict: dict, height: int, width: int, source: str = "scor
         k = int(key)
         if not 0 <= k < NUM_LABELS:
             raise RetabError(f"{source}: key {key!r} is outside 0..{NUM_LABELS - 1}")
-        scores[k] = _check_map(value, height, width, f"{source} (key {k})")
+        scores[k] = _check_map(value, height, width, f"{source} (key {k})")[0]
     return scores
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from retab.misc import distributed
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_torch
+from retab.misc.fileio import remove_stale_temporaries, save_torch
 from retab.misc.precision import Precision, apply_precision, state_dict_for_saving
 
 log = logging.getLogger("retab")
@@ -125,16 +126,11 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
     # On the device first: the optimizer's loaded state (momentum) follows its parameters' device.
     model.to(device)
     scaler = precision.grad_scaler(device)
+    if info.is_main:  # only rank 0 writes checkpoints, so no other process can be writing these
+        for path in (last_path, final_path):
+            remove_stale_temporaries(path)
     if cfg.resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = state["epoch"]
-        if "rng" in state:
-            set_rng_state(state["rng"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        log.info("resumed %s at epoch %d (step %d)", last_path, start_epoch, getattr(optimizer, "global_step", -1))
+        start_epoch = resume(last_path, model, optimizer, scaler)
     if info.distributed and device.type == "cuda" and getattr(model, "from_scratch", False):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same module, its BatchNorms replaced
     net = apply_precision(model, precision, device)  # `model` itself unless --amp / --channels_last
@@ -189,7 +185,7 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
         log.info(msg)
         if info.is_main:
             checkpoint = {"model": state_dict_for_saving(model), "optimizer": optimizer.state_dict(),
-                          "epoch": epoch + 1, "rng": get_rng_state()}
+                          "epoch": epoch + 1, "rng": get_rng_state(), **checkpoint_identity(model, optimizer)}
             if scaler is not None:
                 checkpoint["scaler"] = scaler.state_dict()
             save_torch(last_path, checkpoint)
@@ -202,19 +198,154 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
     return final_path
 
 
+# ----------------------------------------------------------------------------- resumable checkpoints
+
+def checkpoint_identity(model, optimizer) -> dict:
+    """What a `.last.pt` says about the run that wrote it, so that a resume can name a mismatch."""
+    return {"network": type(model).__name__, "width": float(getattr(model, "width", 0.0)),
+            "optimizer_kind": type(optimizer).__name__}
+
+
+def resume(last_path: Path, model, optimizer, scaler) -> int:
+    """Load a `.last.pt` (weights_only: it holds tensors, numbers and strings only) into the model,
+    optimizer and random generators; returns its epoch. A file of another network, width,
+    optimizer or schedule, or a truncated one, is a RetabError that names what differs."""
+    from retab.models.weights import check_finite, compare_state_dict  # models import this package's modules
+
+    def refuse(what: str) -> RetabError:
+        return RetabError(f"{last_path}: cannot resume from it: {what} (delete it to train from the start)")
+
+    try:
+        state = read_checkpoint(last_path)
+    except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign pickle: torch raises many kinds
+        raise refuse(f"not a readable checkpoint, e.g. truncated by a kill ({_first_line(exc)})") from None
+    missing = [k for k in ("model", "optimizer", "epoch") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise refuse(f"not a resume checkpoint: it lacks {', '.join(missing)}")
+    now = checkpoint_identity(model, optimizer)
+    for key, what in (("network", "network"), ("width", "--width"), ("optimizer_kind", "optimizer")):
+        if key in state and state[key] != now[key]:
+            raise refuse(f"it was written for {what} {state[key]}, this run has {now[key]}")
+    report = compare_state_dict(model, state["model"], last_path)
+    if not report.clean:
+        raise refuse(f"its weights are of another network or --width than this {type(model).__name__}: "
+                     f"{report.describe()}")
+    check_finite(state["model"], last_path)
+    problem = optimizer_mismatch(optimizer, state["optimizer"])
+    if problem:
+        raise refuse(problem)
+    try:
+        model.load_state_dict(state["model"], strict=False)  # every key was checked above
+        optimizer.load_state_dict(state["optimizer"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+    except RetabError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise refuse(f"its content does not load ({_first_line(exc)})") from None
+    log.info("resumed %s at epoch %d (step %d)", last_path, start_epoch, getattr(optimizer, "global_step", -1))
+    return start_epoch
+
+
+def read_checkpoint(path):
+    """torch.load(weights_only=True) of a resume file. Files written before the RNG states were
+    held as tensors keep numpy's state as an array: torch's restricted unpickler reads those
+    once numpy's array globals are allowed (still no other object)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        from retab.misc.safe_pickle import NUMPY_ARRAY_GLOBALS
+
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# settings of a parameter group that a resumed run must share ('lr' decays, 'params' are indices)
+_GROUP_SETTINGS = ("momentum", "weight_decay", "dampening", "nesterov", "betas", "eps", "amsgrad")
+
+
+def optimizer_mismatch(optimizer, saved) -> str | None:
+    """What makes the optimizer state `saved` unfit for `optimizer`, in words; None when it fits."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+        return "its optimizer state is not an optimizer's state dict"
+    groups, saved_groups = optimizer.param_groups, saved["param_groups"]
+    if len(groups) != len(saved_groups):
+        return f"its optimizer has {len(saved_groups)} parameter groups, this run's {len(groups)}"
+    for i, (group, old) in enumerate(zip(groups, saved_groups)):
+        if len(group["params"]) != len(old.get("params", ())):
+            return (f"its parameter group {i} holds {len(old.get('params', ()))} tensors, this run's "
+                    f"{len(group['params'])} (another network, or --from_scratch on one side only)")
+        kind_keys = {"momentum", "betas"}
+        if (kind_keys & group.keys()) != (kind_keys & old.keys()):
+            return (f"its optimizer is {'AdamW' if 'betas' in old else 'SGD'}, this run's "
+                    f"{'AdamW' if 'betas' in group else 'SGD'} (--optimizer)")
+        for key in _GROUP_SETTINGS:
+            if key in group and key in old and _differ(group[key], old[key]):
+                flag = {"momentum": "--momentum", "weight_decay": "--wt_dec"}.get(key, key)
+                return f"{flag} was {old[key]} in its run, {group[key]} in this one"
+    poly = saved.get("poly")
+    if poly is not None and hasattr(optimizer, "max_step"):
+        if int(poly.get("max_step", -1)) != optimizer.max_step:
+            return (f"its schedule has {poly.get('max_step')} steps, this run's {optimizer.max_step} "
+                    "(--max_epoches, --batch_size or the training list differ)")
+        if any(_differ(a, b) for a, b in zip(poly.get("initial_lrs", ()), optimizer.initial_lrs)):
+            return f"--lr was {poly['initial_lrs'][0]} in its run, {optimizer.initial_lrs[0]} in this one"
+    params = [p for group in groups for p in group["params"]]
+    for index, entry in (saved.get("state") or {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            return f"its optimizer state names parameter {index!r}, this run has {len(params)}"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                return (f"its optimizer's {name} of parameter {index} has shape {list(value.shape)}, "
+                        f"the parameter {list(params[index].shape)}")
+    return None
+
+
+def _differ(a, b) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) != len(b) or any(_differ(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    return a != b
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def get_rng_state() -> dict:
     """The global generators that training draws from (dropout uses torch's), for a checkpoint:
-    a resumed run then continues exactly as an uninterrupted one would."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    a resumed run then continues exactly as an uninterrupted one would. Held as tensors and plain
+    numbers, so that the checkpoint loads with torch.load(weights_only=True)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # ('MT19937', uint32[624], ...)
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """get_rng_state's states, or those of older resume files (numpy's and Python's own tuples)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = ("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)
+    python_state = state["python"]
+    if isinstance(python_state, dict):
+        python_state = (python_state["version"], tuple(int(x) for x in python_state["internal"].tolist()),
+                        python_state["gauss_next"])
+    random.setstate(python_state)
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 

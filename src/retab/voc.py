@@ -84,18 +84,15 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise RetabError(f"{path}: list file not found")
     if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unreadable list
-            raise RetabError(f"{path}: not a readable .npy name list ({exc})") from None
+        from retab.misc.safe_pickle import load_npy
+
+        arr = load_npy(path, "name list")
         return [name_from_list_line(str(n)) for n in np.asarray(arr).reshape(-1)]
-    names = []
-    with open(path) as f:
-        for line in f:
-            name = name_from_list_line(line)
-            if name is not None:
-                names.append(name)
-    return names
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first name
+    except UnicodeDecodeError as exc:
+        raise RetabError(f"{path}: not a text list of image names ({exc.reason} at byte {exc.start})") from None
+    return [name for name in map(name_from_list_line, text.splitlines()) if name is not None]
 
 
 def sbd_line(name: str) -> str:
@@ -146,6 +143,31 @@ def load_label_png(path) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001
         raise RetabError(f"{path}: cannot decode PNG ({exc})") from None
+
+
+def unknown_label_values(labels: np.ndarray, allow_ignore: bool = True) -> list[int]:
+    """The values of a uint8 label map outside 0..20 (and 255 unless allow_ignore is False)."""
+    counts = np.bincount(np.asarray(labels, np.uint8).reshape(-1), minlength=256)
+    counts[:NUM_LABELS] = 0
+    if allow_ignore:
+        counts[IGNORE] = 0
+    return [int(v) for v in np.flatnonzero(counts)]
+
+
+def check_label_values(labels: np.ndarray, path, allow_ignore: bool = True, what: str = "label values") -> np.ndarray:
+    """`labels` when every value is a label 0..20 (or 255 with allow_ignore); else a RetabError
+    naming the file: a stage would otherwise train on or score a class that does not exist."""
+    unknown = unknown_label_values(labels, allow_ignore)
+    if unknown:
+        expected = "0..20 and 255" if allow_ignore else "0..20"
+        raise RetabError(f"{path}: unknown {what} {unknown} (expected {expected})")
+    return labels
+
+
+def load_gt_mask(path) -> np.ndarray:
+    """A ground-truth mask (SegmentationClass / SegmentationClassAug or a pseudo label PNG) as
+    uint8 HxW, its values checked: the one loader of GT masks of every stage."""
+    return check_label_values(load_label_png(path), path)
 
 
 def labels_from_xml(path) -> np.ndarray:

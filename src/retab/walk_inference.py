@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from retab import voc
 from retab.data import image_to_tensor
 from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
 from retab.data.transforms import check_sampling
@@ -41,8 +40,10 @@ from retab.misc.precision import Precision
 from retab.models import DEFAULT_BACKBONE
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
-from retab.stages.common import (add_inference_args, check_dir, image_loader, images_to_do, load_inference_model,
-                                 process_share, setup_stage)
+from retab.score_format import check_keys
+from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
+                                 image_loader, images_to_do, inference_names, labels_table, load_inference_model,
+                                 process_share, resolve_image_labels, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -65,6 +66,8 @@ class WalkConfig:
             raise RetabError(f"random walk mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.logt < 0:
             raise RetabError(f"--logt must be >= 0, got {self.logt}")
+        if not (self.alpha > 0 and self.beta > 0):
+            raise RetabError(f"--alpha and --beta must be positive, got {self.alpha} and {self.beta}")
 
     @property
     def needs_boundary(self) -> bool:
@@ -80,9 +83,17 @@ def affinity_features(model, img, device) -> torch.Tensor:
     return model(x[None].to(device))[0]
 
 
+READERS = {"psa": "infer_aff (the PSA walk)", "stage1": "stage 1 (infer_aff_cam_boundary)",
+           "stage2": "stage 2 (infer_aff_cam_boundary_secondary)"}
+
+
 def input_scores(in_dict: dict, config: WalkConfig, height: int, width: int,
-                 source: str = "score dict") -> tuple[np.ndarray, list[int]]:
-    """(scores (21, H, W), output keys) of one image's input dict; the output keys are the labels walked."""
+                 source: str = "score dict", labels=None) -> tuple[np.ndarray, list[int]]:
+    """(scores (21, H, W), output keys) of one image's input dict; the output keys are the labels walked.
+    labels: the picture's image-level vector float32[20]; given, the dict's keys must be exactly
+    its classes in the mode's format (score_format.check_keys)."""
+    if labels is not None:
+        check_keys(in_dict, labels, config.mode == "stage2", source, READERS[config.mode])
     if config.mode == "stage2":
         keys = sorted(int(k) for k in in_dict)
         if 0 not in keys:
@@ -93,19 +104,23 @@ def input_scores(in_dict: dict, config: WalkConfig, height: int, width: int,
 
 
 def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map=None,
-               source: str = "score dict") -> tuple[np.ndarray, list[int]]:
+               source: str = "score dict", picture: str = "the picture", labels=None) -> tuple[np.ndarray, list[int]]:
     """(walked scores float32 (21, H, W), output keys) of one PIL image and its input dict.
 
-    target_map: HxW boundary target map (0 = boundary), required by the RETAB modes.
+    target_map: HxW boundary target map (0 = boundary), required by the RETAB modes. source names
+    the input dict and picture the image in errors; labels: as for input_scores.
     """
     height, width = img.height, img.width
-    scores, keys = input_scores(in_dict, config, height, width, source)
+    scores, keys = input_scores(in_dict, config, height, width, source, labels)
     nonboundary = None
     if config.needs_boundary:
         if target_map is None:
             raise RetabError(f"random walk {config.mode} needs the boundary target map of {source}")
         nonboundary = boundary_grid(target_map, *grid_size(height, width), config.grid_sampling)
     features = affinity_features(model, img, device)
+    if not bool(torch.isfinite(features).all()):
+        raise RetabError(f"{picture}: the affinity net's features hold NaN or infinite values "
+                         "(non-finite weights, or an --amp overflow)")
     walked = random_walk(features, scores, keys, config.mode, nonboundary_grid=nonboundary,
                          beta=config.beta, logt=config.logt)
     return walked, keys
@@ -160,11 +175,15 @@ def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
 
 def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
              targetpixel_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
-             overwrite: bool = False, precision: Precision | None = None,
+             overwrite: bool = False, precision: Precision | None = None, cls_labels=None,
              backbone: str = DEFAULT_BACKBONE) -> list[str]:
     """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
     names processed. weights: the trained affinity net `.pth` (strict). Under torchrun: this
-    process's share of `names` only. precision: --amp / --channels_last of the affinity net."""
+    process's share of `names` only. precision: --amp / --channels_last of the affinity net.
+    cls_labels: the image-level labels file (default: voc12/cls_labels.npy, else the XMLs) that
+    every input dict's keys are checked against."""
+    check_outputs({"--out_rw": out_rw, "--out_rw_cam": out_rw_cam},
+                  {"--cam_dir": score_dir, "--targetpixel_dir": targetpixel_dir, **dataset_inputs(voc_root)})
     voc_root = check_dir(voc_root, "VOC2012")
     score_dir = check_dir(score_dir, "input score dict")
     if config.needs_boundary:
@@ -179,12 +198,13 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
     if not todo:
         return []
     check_inputs(todo, score_dir, targetpixel_dir)
+    labels = labels_table(todo, resolve_image_labels(cls_labels, voc_root))
 
     model, device = load_inference_model("aff", weights, width, device, precision, backbone)
     inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
     for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
-                                  source=str(score_dir / f"{name}.npy"))
+                                  source=str(score_dir / f"{name}.npy"), picture=name, labels=labels[name])
         outputs = output_paths(name, out_rw, out_rw_cam)
         save_label_png(outputs["rw"], labels_from_scores(walked))
         if "rw_cam" in outputs:
@@ -215,6 +235,7 @@ def build_parser(mode: str, prog: str, description: str = "",
         add_grid_sampling_arg(p, "the boundary target maps")
     p.add_argument("--out_rw", required=True, help="label PNGs {name}.png")
     p.add_argument("--out_rw_cam", default=None, help="walked score dicts {name}.npy (optional)")
+    add_cls_labels_arg(p)
     add_runtime_args(p)
     return p
 
@@ -234,9 +255,9 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     elif args.alpha is not None:
         log.info("stage 2 has no alpha: --alpha %g is ignored", args.alpha)
     config = WalkConfig(mode, **options)
-    names = voc.read_name_list(args.infer_list)
+    names = inference_names(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
              out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
              width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,
-             precision=Precision.from_args(args), backbone=args.backbone)
+             precision=Precision.from_args(args), cls_labels=args.cls_labels, backbone=args.backbone)
     return 0

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from retab import voc
 from retab.data.transforms import (
@@ -31,6 +32,7 @@ from retab.data.transforms import (
 )
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
+from retab.score_format import check_keys, dict_keys
 
 LABEL_STRIDE = 8  # output stride of ResNet-38: affinity labels live on the 1/8 grid
 NO_SCORE = 1e-5  # pooled scores all below this: the cell lies in the crop's padding
@@ -45,28 +47,30 @@ def load_voc_image(voc_root, name: str):
 
 
 def load_mask_for(voc_root, name: str, size_hw: tuple[int, int]) -> np.ndarray:
-    """The SegmentationClassAug mask of `name`, checked against the image size."""
+    """The SegmentationClassAug mask of `name`, its values and size checked (voc.load_gt_mask)."""
     path = voc.mask_path(voc_root, name)
-    mask = voc.load_label_png(path)
+    mask = voc.load_gt_mask(path)
     if mask.shape != size_hw:
         raise RetabError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                          f"{size_hw[1]}x{size_hw[0]}")
     return mask
 
 
-def load_score_stack(path: Path, size_hw: tuple[int, int]) -> tuple[list[int], np.ndarray]:
-    """A CRF label dict {0: bg, k+1: map} as (sorted keys, float32 HxWxK) checked against the image."""
+def load_score_stack(path: Path, size_hw: tuple[int, int], labels=None) -> tuple[list[int], np.ndarray]:
+    """A CRF label dict {0: bg, k+1: map} as (sorted keys, float32 HxWxK) checked against the image
+    (and, given its image-level vector `labels`, its keys against the picture's classes)."""
     scores = load_score_dict(path)
-    try:
-        keys = sorted(int(k) for k in scores)
-    except (TypeError, ValueError):
-        raise RetabError(f"{path}: score dict keys must be integer labels") from None
+    keys = dict_keys(scores, path)
+    if labels is not None:
+        check_keys(scores, labels, True, path, "the affinity training (CRF label dicts)")
     if 0 not in keys:
         raise RetabError(f"{path}: CRF label dict has no background key 0")
     maps = {int(k): np.asarray(v, np.float32) for k, v in scores.items()}
     for k in keys:
         if maps[k].shape != size_hw:
             raise RetabError(f"{path}: map {k} has shape {maps[k].shape}, the image is {size_hw}")
+        if not np.isfinite(maps[k]).all():
+            raise RetabError(f"{path}: map {k} holds NaN or infinite values")
     return keys, np.stack([maps[k] for k in keys], axis=-1)
 
 
@@ -265,13 +269,16 @@ class AffinityTrainDataset(SeededTrainDataset):
     entirely in the padding) alone would keep. `grid_sampling` is how the GT masks and target maps
     are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest": each cell's top-left
     pixel; "nearest-exact": its centre, so there a cell is 255 when its centre is padding).
+    image_labels (name -> float32[20]), when given, are what a novel sample's CRF dict keys must be
+    (key 0 plus class index + 1 of each class: retab.score_format).
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
                  target_dir=None, crop_size: int = 448, radius: int = 5, seed: int = 0,
                  jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL,
-                 grid_sampling: str = "nearest"):
+                 grid_sampling: str = "nearest", image_labels: Mapping | None = None):
         super().__init__(names, voc_root, seed)
+        self.image_labels = image_labels  # name -> float32[20]: the CRF dicts' keys are checked against it
         self.crf_la_dir = Path(crf_la_dir)
         self.crf_ha_dir = Path(crf_ha_dir)
         self.base_names = frozenset(base_names)
@@ -297,8 +304,9 @@ class AffinityTrainDataset(SeededTrainDataset):
             image, (mask_crop,) = augment_with_labels(
                 img, rng, self.crop_size, [(mask, self.base_pad_label)], self.jitter)
             return image, base_label_grid(mask_crop, self.grid_shape, self.grid_sampling)
-        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw)
-        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw)
+        classes = None if self.image_labels is None else lookup_labels(self.image_labels, name)
+        la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, classes)
+        ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, classes)
         labels = [(la, 0.0), (ha, 0.0)]
         if self.target_dir is not None:
             labels.append((load_target_for(self.target_dir, name, size_hw), TARGET_PAD))
@@ -321,20 +329,13 @@ class AffinityTrainDataset(SeededTrainDataset):
 SEG_PAD_LABEL = voc.IGNORE  # the crop's canvas carries no label: ignored by the loss
 
 
-def check_label_values(labels: np.ndarray, path) -> np.ndarray:
-    """Label maps may hold 0..20 and 255 only (cross-entropy would fail far from the cause)."""
-    bad = np.setdiff1d(np.unique(labels), np.r_[0:voc.NUM_LABELS, voc.IGNORE])
-    if bad.size:
-        raise RetabError(f"{path}: unknown label values {bad.tolist()} (expected 0..20 and 255)")
-    return labels
-
-
 class SegTrainDataset(SeededTrainDataset):
     """train_seg (SPEC 7) -> (image float32 [3, crop, crop], labels int64 [crop, crop]).
 
     Two label sources: a name in `gt_names` uses its SegmentationClassAug mask, any other name its
     pseudo label PNG `{pseudo_dir}/{name}.png` (0..20, 255 ignore). Every label file is checked
-    at construction, so a missing one stops the run before training, named.
+    at construction (it exists, its values are labels), so a bad one stops the run before
+    training, named.
 
     Augmentation: random scale (long side uniform in `resize_long`, image bicubic, labels nearest
     with PyTorch's rule; None: no rescaling), then `augment_with_labels`: jitter, joint crop (image
@@ -365,19 +366,21 @@ class SegTrainDataset(SeededTrainDataset):
         return self.pseudo_dir / f"{name}.png"
 
     def check_label_files(self) -> None:
-        for name in self.names:
+        """Every label file exists and holds labels only (voc.load_gt_mask), before any training."""
+        for name in tqdm(self.names, desc="checking label maps", leave=False, disable=len(self.names) < 500):
             path = self.label_path(name)
             if not path.is_file():
                 what = "GT mask" if self.uses_gt(name) else "pseudo label"
                 raise RetabError(f"{path}: {what} of {name} not found")
+            voc.load_gt_mask(path)
 
     def load_labels(self, name: str, size_hw: tuple[int, int]) -> np.ndarray:
         path = self.label_path(name)
-        labels = voc.load_label_png(path)
+        labels = voc.load_gt_mask(path)
         if labels.shape != size_hw:
             raise RetabError(f"{path}: label map is {labels.shape[1]}x{labels.shape[0]} but the image "
                              f"is {size_hw[1]}x{size_hw[0]}")
-        return check_label_values(labels, path)
+        return labels
 
     def __getitem__(self, index: int):
         name = self.names[index]

@@ -3,7 +3,9 @@ so an interrupted run never leaves a half-written file that a rerun would mistak
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +14,10 @@ import numpy as np
 from PIL import Image
 
 from retab.misc.errors import RetabError
+from retab.misc.safe_pickle import load_npy
 from retab.voc import voc_palette
+
+log = logging.getLogger("retab")
 
 
 @contextlib.contextmanager
@@ -30,6 +35,21 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the temporaries `atomic_path` leaves beside `path` when a run is killed mid-write
+    (`.{name}.XXXX.tmp`); call it only where no other process can be writing `path` now."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    for tmp in removed:
+        log.info("removed %s, left by an interrupted write of %s", tmp, path)
+    return removed
 
 
 def _umask() -> int:
@@ -70,14 +90,12 @@ def save_score_dict(path, scores: dict) -> None:
 
 
 def load_pickled_dict(path, what: str, layout: str) -> dict:
-    """The dict pickled in a `.npy` file; `what` names it and `layout` describes it in errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetabError(f"{path}: {what} not found")
-    try:
-        obj = np.load(path, allow_pickle=True).item()
-    except Exception as exc:  # noqa: BLE001
-        raise RetabError(f"{path}: not a pickled {what} ({exc})") from None
+    """The dict pickled in a `.npy` file, read without running code (retab.misc.safe_pickle);
+    `what` names it and `layout` describes it in errors."""
+    arr = load_npy(path, what)
+    if not (isinstance(arr, np.ndarray) and arr.dtype == object and arr.shape == ()):
+        raise RetabError(f"{path}: expected a pickled dict {layout}, got an array of shape {np.shape(arr)}")
+    obj = arr.item()
     if not isinstance(obj, dict):
         raise RetabError(f"{path}: expected a dict {layout}, got {type(obj).__name__}")
     return obj

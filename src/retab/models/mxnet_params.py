@@ -13,6 +13,8 @@ int32 device id. MXNet writes an "empty" array (unknown shape) as its shape alon
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 import struct
 from collections import OrderedDict
@@ -30,6 +32,7 @@ V2_MAGIC = 0xF993FAC9
 V3_MAGIC = 0xF993FACA
 DENSE_STORAGE = 0
 MAX_LEGACY_NDIM = 32  # a larger "ndim" means the record is not an array at all
+MIN_ARRAY_BYTES = 4  # the smallest array record: its magic (or legacy ndim 0) alone
 
 TYPE_FLAGS = {
     0: np.dtype("<f4"),
@@ -43,13 +46,23 @@ TYPE_FLAGS = {
 
 
 class _Reader:
-    """Sequential little-endian reads that turn a short read into a RetabError naming the file."""
+    """Sequential little-endian reads that turn a short read into a RetabError naming the file.
+    Every size read from a header is checked against the bytes the file has left before anything
+    is allocated: a header claiming 2^48 elements is an error, not a MemoryError."""
 
     def __init__(self, fh, path):
         self.fh = fh
         self.path = path
+        self.size = os.fstat(fh.fileno()).st_size
+
+    def remaining(self) -> int:
+        return self.size - self.fh.tell()
 
     def raw(self, nbytes: int, what: str) -> bytearray:
+        left = self.remaining()
+        if nbytes > left:
+            raise RetabError(f"{self.path}: truncated or corrupt MXNet params file: {what} needs {nbytes} bytes, "
+                             f"the file has {left} left")
         buf = bytearray(nbytes)
         got = self.fh.readinto(buf)
         if got != nbytes:
@@ -99,8 +112,8 @@ def _read_array(reader: _Reader, index: int) -> np.ndarray:
     if flag not in TYPE_FLAGS:
         raise RetabError(f"{reader.path}: {what} has unknown type flag {flag}")
     dtype = TYPE_FLAGS[flag]
-    count = int(np.prod(shape, dtype=np.int64))
-    data = reader.raw(count * dtype.itemsize, what + " data")
+    count = math.prod(int(d) for d in shape)  # Python ints: np.prod would wrap around on a hostile shape
+    data = reader.raw(count * dtype.itemsize, f"{what} data (shape {list(shape)})")
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
@@ -128,6 +141,9 @@ def load_mxnet_params(path) -> "OrderedDict[str, np.ndarray]":
         if magic != LIST_MAGIC:
             raise RetabError(f"{path}: not an MXNet params file (magic {magic:#x}, expected {LIST_MAGIC:#x})")
         count = reader.one("Q", "the array count")
+        if count * MIN_ARRAY_BYTES > reader.remaining():
+            raise RetabError(f"{path}: truncated or corrupt MXNet params file: its header claims {count} arrays, which need at "
+                             f"least {count * MIN_ARRAY_BYTES} bytes; the file has {reader.remaining()} left")
         arrays = [_read_array(reader, i) for i in range(count)]
         name_count = reader.one("Q", "the name count")
         if name_count not in (0, count):

@@ -5,7 +5,7 @@
   dict holding one under 'state_dict' / 'model').
 - `load_state_dict_checked(model, state_dict, strict, source)`: strict loading raises a RetabError
   listing missing, unexpected and wrongly-shaped keys; non-strict loading loads what matches and
-  logs what it skipped.
+  logs what it skipped. A tensor holding NaN or infinity is refused (`check_finite`).
 - `network_of(state_dict)`: which of the pipeline's networks a checkpoint holds (for messages).
 - `save_checkpoint(path, model, ...)`: an atomic `.pth` with the published state-dict keys.
 """
@@ -75,10 +75,13 @@ def _strip_data_parallel_prefix(state_dict: dict) -> dict:
     return state_dict
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: dict, strict: bool = True,
-                            source="state dict") -> LoadReport:
-    """Load `state_dict` (tensors or numpy arrays) into `model`; see the module docstring."""
-    state_dict = _strip_data_parallel_prefix(dict(state_dict))
+def compare_state_dict(model: nn.Module, state_dict: dict, source="state dict") -> LoadReport:
+    """How `state_dict` fits `model` (nothing is loaded): report.loaded lists the keys that fit."""
+    report, _ = _match(model, _strip_data_parallel_prefix(dict(state_dict)), source)
+    return report
+
+
+def _match(model: nn.Module, state_dict: dict, source) -> tuple[LoadReport, dict]:
     expected = model.state_dict()
     report = LoadReport()
     to_load = {}
@@ -94,8 +97,27 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict, strict: bool = T
     report.missing = [k for k in expected if k not in state_dict and k not in to_load
                       and not k.endswith(OPTIONAL_KEY_SUFFIX)]
     report.loaded = list(to_load)
+    return report, to_load
+
+
+def check_finite(tensors: dict, source) -> None:
+    """A RetabError naming the first floating tensor of `tensors` that holds NaN or infinity: such
+    weights give NaN outputs everywhere, which later stages would turn into plausible labels."""
+    for key, value in tensors.items():
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise RetabError(f"{source}: tensor {key} holds {bad} NaN or infinite values of {tensor.numel()}")
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict, strict: bool = True,
+                            source="state dict") -> LoadReport:
+    """Load `state_dict` (tensors or numpy arrays) into `model`; see the module docstring."""
+    state_dict = _strip_data_parallel_prefix(dict(state_dict))
+    report, to_load = _match(model, state_dict, source)
     if strict and not report.clean:
         raise RetabError(f"{source}: weights do not fit {type(model).__name__}: {report.describe()}")
+    check_finite(to_load, source)
     # Every key left has been checked, so torch's own (strict) check is not needed.
     model.load_state_dict(to_load, strict=False)
     if report.clean:

@@ -35,6 +35,7 @@ from retab.misc import distributed
 from retab.misc.args import setup_logging
 from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
+from retab.misc.outputs import check_outputs, check_writable, dataset_inputs  # noqa: F401 - the stages' import point
 from retab.misc.precision import Precision, add_precision_args, apply_precision
 from retab.models import DEFAULT_BACKBONE, build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, network_of, read_torch_file,
@@ -193,9 +194,23 @@ def initialise_for_training(model: torch.nn.Module, weights, dataset, cfg: Train
 
 # ----------------------------------------------------------------------------- start-up of every stage
 
+def check_settings(args) -> None:
+    """The numeric flags a stage has (those of add_training_args, add_inference_args and
+    add_runtime_args), in range before any work."""
+    rules = (("width", lambda v: v > 0, "positive"), ("num_workers", lambda v: v >= 0, "at least 0"),
+             ("lr", lambda v: v > 0, "positive"), ("wt_dec", lambda v: v >= 0, "at least 0"),
+             ("momentum", lambda v: v is None or 0 <= v < 1, "in [0, 1)"), ("crop_size", lambda v: v > 0, "positive"),
+             ("batch_size", lambda v: v >= 1, "at least 1"), ("max_epoches", lambda v: v >= 1, "at least 1"))
+    for name, ok, what in rules:
+        if hasattr(args, name) and not ok(getattr(args, name)):
+            raise RetabError(f"--{name} must be {what}, got {getattr(args, name)}")
+
+
 def setup_stage(args) -> None:
-    """Logging and the seeds (--seed): the first thing every network stage does. Under torchrun,
-    processes other than rank 0 log errors only (their warnings would repeat rank 0's)."""
+    """Logging, the settings check and the seeds (--seed): the first thing every network stage
+    does. Under torchrun, processes other than rank 0 log errors only (their warnings would
+    repeat rank 0's)."""
+    check_settings(args)
     setup_logging()
     if not distributed.process_info().is_main:
         logging.getLogger("retab").setLevel(logging.ERROR)
@@ -270,6 +285,15 @@ def setup_training(args) -> tuple[torch.device, Path]:
     return device, voc_root
 
 
+def check_training_outputs(args, session_name: str, **inputs) -> None:
+    """check_outputs of a training stage: the checkpoints' folder ({out_dir}/{session_name}'s folder)
+    and --tblog_dir against the dataset and the stage's input folders (keywords named as their
+    flags, e.g. la_crf_dir=...)."""
+    checkpoints = Path(args.out_dir) / Path(session_name).parent
+    check_outputs({"--out_dir": checkpoints, "--tblog_dir": args.tblog_dir or None},
+                  {**dataset_inputs(args.voc12_root), **{f"--{flag}": folder for flag, folder in inputs.items()}})
+
+
 def training_names(train_list) -> list[str]:
     """The names of the training list; an empty list stops the run."""
     names = voc.read_name_list(train_list)
@@ -342,12 +366,20 @@ def process_share(names, stage: str, list_path) -> list[str]:
     return share
 
 
+def inference_names(infer_list) -> list[str]:
+    """The names of --infer_list; an empty list is an error (it would "finish" having done nothing)."""
+    names = voc.read_name_list(infer_list)
+    if not names:
+        raise RetabError(f"{infer_list}: the image list (--infer_list) is empty")
+    return names
+
+
 def plan_inference(args, stage: str, output_paths: Callable[[str], dict[str, Path]]):
     """The common start of a per-image stage: (VOC root, --amp/--channels_last, this process's
     share of --infer_list, the `images_to_do` of that share)."""
     voc_root = check_dir(args.voc12_root, "VOC2012")
     precision = Precision.from_args(args)
-    names = process_share(voc.read_name_list(args.infer_list), stage, args.infer_list)
+    names = process_share(inference_names(args.infer_list), stage, args.infer_list)
     return voc_root, precision, names, images_to_do(names, output_paths, args.overwrite)
 
 

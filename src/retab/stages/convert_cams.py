@@ -12,6 +12,9 @@ command converts other formats into it:
   (bilinear, align_corners=False, to (h*s, w*s) for the stride s that explains (h, w) from
   (H, W), then cropped), which needs --voc12_root for the image size.
 
+--format cam_dict: score dicts already in the format but not max-normalised (CAMs of another
+  method): each map is divided by (its maximum + 1e-5), as infer_cls normalises its CAMs.
+
 Files: every {name}.npy of --in_dir, or the names of --list. Existing outputs are skipped unless
 --overwrite.
 """
@@ -31,11 +34,15 @@ from tqdm import tqdm
 from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_score_dict
+from retab.cam import NORM_EPS
+from retab.misc.fileio import load_score_dict, save_score_dict
+from retab.misc.safe_pickle import load_npy
+from retab.score_format import dict_keys
+from retab.misc.outputs import check_outputs, dataset_inputs
 
 log = logging.getLogger("retab")
 
-FORMATS = ("irn",)
+FORMATS = ("irn", "cam_dict")
 MAX_STRIDE = 32  # strides tried when explaining a strided CAM's size from the image size
 
 
@@ -50,14 +57,8 @@ def _as_array(value, path, field: str) -> np.ndarray:
 
 def load_irn_dict(path) -> dict:
     """The IRN dict of one file, checked: {'keys': int array [K], and 'high_res' and/or 'cam' float [K, ., .]}."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetabError(f"{path}: IRN CAM file not found")
-    try:
-        obj = np.load(path, allow_pickle=True)
-        obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
-    except Exception as exc:  # noqa: BLE001
-        raise RetabError(f"{path}: not a pickled IRN CAM dict ({exc})") from None
+    obj = load_npy(path, "IRN CAM file", allow_torch=True)  # IRN pickles torch tensors: read without running code
+    obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == () else obj
     if not isinstance(obj, dict):
         raise RetabError(f"{path}: expected an IRN dict with 'keys', 'cam', 'high_res'; got a "
                          f"{type(obj).__name__}")
@@ -139,20 +140,43 @@ def image_hw_of(voc_root, name: str) -> tuple[int, int]:
         raise RetabError(f"{path}: cannot read the image ({exc})") from None
 
 
+def normalised_cam_dict(path, image_hw: tuple[int, int] | None = None) -> dict:
+    """A CAM dict {class 0..19: HxW} with each map divided by (its max + 1e-5), checked on the way."""
+    scores = load_score_dict(path)
+    out = {}
+    for key in dict_keys(scores, path):
+        if not 0 <= key < voc.NUM_CLASSES:
+            raise RetabError(f"{path}: key {key} is not a class index 0..{voc.NUM_CLASSES - 1} (a CAM dict has no "
+                             "background key)")
+        cam = np.asarray(scores[key], np.float32)
+        if cam.ndim != 2 or (image_hw is not None and cam.shape != tuple(image_hw)):
+            raise RetabError(f"{path}: the map of class {key} has shape {cam.shape}, expected "
+                             f"{tuple(image_hw) if image_hw else '(height, width)'}")
+        if not np.isfinite(cam).all():
+            raise RetabError(f"{path}: the map of class {key} holds NaN or infinite values")
+        out[key] = (cam / (cam.max() + NORM_EPS)).astype(np.float32)
+    return out
+
+
 def convert_file(src: Path, dst: Path, fmt: str = "irn", voc_root=None) -> dict:
     """Convert one file; returns the score dict written."""
     if fmt not in FORMATS:
         raise RetabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    irn = load_irn_dict(src)
     image_hw = image_hw_of(voc_root, src.stem) if voc_root is not None else None
-    scores = irn_to_score_dict(irn, image_hw, source=str(src))
+    if fmt == "cam_dict":
+        scores = normalised_cam_dict(src, image_hw)
+    else:
+        scores = irn_to_score_dict(load_irn_dict(src), image_hw, source=str(src))
     save_score_dict(dst, scores)
     return scores
 
 
 def input_names(in_dir: Path, list_path) -> list[str]:
     if list_path:
-        return voc.read_name_list(list_path)
+        names = voc.read_name_list(list_path)
+        if not names:
+            raise RetabError(f"{list_path}: the image list (--list) is empty")
+        return names
     return sorted(p.stem for p in in_dir.glob("*.npy"))
 
 
@@ -175,8 +199,7 @@ def main(argv=None) -> int:
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
     if not in_dir.is_dir():
         raise RetabError(f"{in_dir}: input CAM folder not found")
-    if in_dir.resolve() == out_dir.resolve():
-        raise RetabError(f"{out_dir}: the output folder must differ from the input folder (inputs are never modified)")
+    check_outputs({"--out_dir": out_dir}, {"--in_dir": in_dir, **dataset_inputs(args.voc12_root)})
     if args.voc12_root is not None and not Path(args.voc12_root).is_dir():
         raise RetabError(f"{args.voc12_root}: VOC2012 folder not found")
     names = input_names(in_dir, args.list)

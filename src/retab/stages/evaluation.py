@@ -32,6 +32,7 @@ from retab import metrics, voc
 from retab.misc.args import setup_logging, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import append_text, load_score_dict
+from retab.misc.outputs import check_writable
 
 log = logging.getLogger("retab")
 
@@ -59,19 +60,10 @@ class _Job:
     targetpixel_dir: str | None
 
 
-def _unknown_values(values: np.ndarray, allowed_max: int, allow_ignore: bool) -> list[int]:
-    counts = np.bincount(values.reshape(-1), minlength=256)
-    unknown = [v for v in np.flatnonzero(counts) if v > allowed_max and not (allow_ignore and v == voc.IGNORE)]
-    return [int(v) for v in unknown]
-
-
 def load_gt(gt_dir, name: str, targetpixel_dir=None) -> np.ndarray:
     """GT mask (0..20, 255); with a target-pixel folder, pixels whose target map is 0 become 255."""
     gt_path = Path(gt_dir) / f"{name}.png"
-    gt = voc.load_label_png(gt_path)
-    unknown = _unknown_values(gt, voc.NUM_CLASSES, allow_ignore=True)
-    if unknown:
-        raise RetabError(f"{gt_path}: unknown label values {unknown} (expected 0..20 and 255)")
+    gt = voc.load_gt_mask(gt_path)
     if targetpixel_dir is not None:
         target_path = Path(targetpixel_dir) / f"{name}.png"
         target = voc.load_label_png(target_path)
@@ -95,10 +87,7 @@ def load_png_prediction(path, gt_shape, gt_dir, name) -> np.ndarray:
     pred = voc.load_label_png(path)
     if pred.shape != tuple(gt_shape):
         raise _size_error(path, pred.shape, gt_dir, name, gt_shape)
-    unknown = _unknown_values(pred, voc.NUM_CLASSES, allow_ignore=False)
-    if unknown:
-        raise RetabError(f"{path}: unknown predicted label values {unknown} (expected 0..20)")
-    return pred
+    return voc.check_label_values(pred, path, allow_ignore=False, what="predicted label values")
 
 
 def best_object_channel(path, pred_type: str, gt_shape, gt_dir, name) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +100,10 @@ def best_object_channel(path, pred_type: str, gt_shape, gt_dir, name) -> tuple[n
     """
     scores = load_score_dict(path)
     offset, highest = (1, voc.NUM_CLASSES - 1) if pred_type == "npy" else (0, voc.NUM_CLASSES)
+    if pred_type == "npy_new" and 0 not in scores:  # dicts with background always hold key 0
+        raise RetabError(f"{path}: keys {sorted(scores, key=str)} hold no background key 0: they look like a CAM dict "
+                         "(class indices 0..19), which --type npy reads; --type npy_new reads dicts with "
+                         "background (stage 2's --out_rw_cam)")
     channels = []
     for key in scores:
         if not isinstance(key, (int, np.integer)) or not 0 <= int(key) <= highest:
@@ -385,7 +378,12 @@ def add_common_args(parser: argparse.ArgumentParser, types, gt_dir_default: str,
 def run(args, scan_last: float) -> Evaluation:
     """Shared body of both evaluation commands: evaluate, print, append to the log."""
     setup_logging(args.verbose)
+    if Path(args.logfile).is_dir():
+        raise RetabError(f"--logfile {args.logfile} is a folder, not a file")
+    check_writable(Path(args.logfile).parent, "--logfile's folder")
     names = voc.read_name_list(args.list)
+    if not names:
+        raise RetabError(f"{args.list}: the image list (--list) is empty")
     if args.curve:
         if args.type == "png":
             raise RetabError("--curve True scans the background score: it needs --type npy or npy_new")

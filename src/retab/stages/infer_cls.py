@@ -34,8 +34,10 @@ from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, image_loader, labels_table,
-                                 load_inference_model, plan_inference, resolve_image_labels, setup_stage)
+from retab.score_format import check_keys
+from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
+                                 labels_table, load_inference_model, plan_inference, resolve_image_labels,
+                                 setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -143,6 +145,8 @@ def main(argv=None) -> int:
         raise RetabError("--low_alpha and --high_alpha must differ")
     if args.cam_batch < 1:
         raise RetabError(f"--cam_batch must be at least 1, got {args.cam_batch}")
+    check_outputs({"--out_cam": args.out_cam, "--out_la_crf": args.out_la_crf, "--out_ha_crf": args.out_ha_crf,
+                   "--out_cam_pred": args.out_cam_pred}, dataset_inputs(args.voc12_root))
     crf_workers = args.crf_workers
     if crf_workers is None:
         crf_workers = distributed.default_workers(os.cpu_count() or 1)
@@ -169,16 +173,20 @@ def main(argv=None) -> int:
 
 def infer_one(model, device, name: str, img, image_labels, missing: dict[str, Path], args, crf) -> None:
     """Write the missing outputs of one image; the CRFs are handed to the worker processes."""
-    cam_dict = stored_cam(name, missing, args)
+    cam_dict = stored_cam(name, missing, args, image_labels)
     if cam_dict is None:
         cam_dict = multiscale_cam(model.cam, img, image_labels, args.scales, device)
     write_outputs(name, img, cam_dict, missing, args, crf)
 
 
-def stored_cam(name: str, missing: dict[str, Path], args) -> dict | None:
-    """The image's CAM dict read back when only its CRF dicts or PNG are missing, else None."""
+def stored_cam(name: str, missing: dict[str, Path], args, image_labels) -> dict | None:
+    """The image's CAM dict read back when only its CRF dicts or PNG are missing, else None; its
+    keys must be the image's classes (a dict of another format would shift every CRF label)."""
     if args.out_cam and "cam" not in missing:
-        return load_score_dict(Path(args.out_cam) / f"{name}.npy")
+        path = Path(args.out_cam) / f"{name}.npy"
+        cam_dict = load_score_dict(path)
+        check_keys(cam_dict, image_labels, False, path, "infer_cls (for the CRF dicts and PNGs it makes from them)")
+        return cam_dict
     return None
 
 
@@ -207,7 +215,7 @@ def same_size_groups(samples, limit: int):
 
 def infer_group(model, device, group, todo: dict[str, dict[str, Path]], args, crf) -> None:
     """infer_one for a group of same-size images, whose CAMs are computed in shared batches."""
-    cams = {name: stored_cam(name, todo[name], args) for name, _, _ in group}
+    cams = {name: stored_cam(name, todo[name], args, labels) for name, _, labels in group}
     compute = [(name, img, labels) for name, img, labels in group if cams[name] is None]
     if compute:
         computed = multiscale_cams(model.cam, [img for _, img, _ in compute], [labels for _, _, labels in compute],
@@ -219,6 +227,12 @@ def infer_group(model, device, group, todo: dict[str, dict[str, Path]], args, cr
 
 def write_outputs(name: str, img, cam_dict: dict, missing: dict[str, Path], args, crf) -> None:
     """The missing outputs of one image from its CAM dict; the CRFs go to the worker processes."""
+    for k, cam in cam_dict.items():
+        if not np.isfinite(cam).all():
+            source = "the classifier's CAM" if "cam" in missing or not args.out_cam else \
+                f"the CAM read back from {Path(args.out_cam) / (name + '.npy')}"
+            raise RetabError(f"{name}: {source} of class {k} holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
     if "cam" in missing:
         save_score_dict(missing["cam"], cam_dict)
     if "pred" in missing:

@@ -31,8 +31,8 @@ from retab.misc.args import add_runtime_args, str2bool
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_label_png
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_inference_args, image_loader, load_inference_model, plan_inference,
-                                 setup_stage)
+from retab.stages.common import (add_inference_args, check_outputs, dataset_inputs, image_loader,
+                                 load_inference_model, plan_inference, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -91,12 +91,16 @@ def main(argv=None) -> int:
     if any(s <= 0 for s in args.scales):
         raise RetabError(f"--scales must be positive, got {args.scales}")
     out_dir = Path(args.out_dir)
+    check_outputs({"--out_dir": out_dir}, dataset_inputs(args.voc12_root))
     voc_root, precision, names, todo = plan_inference(args, "infer_seg", lambda name: {"png": out_dir / f"{name}.png"})
     log.info("infer_seg: %d images in %s, %d to do", len(names), args.infer_list, len(todo))
     if not todo:
         return 0
     model, device = load_inference_model("seg", args.weights, args.width, args.device, precision, args.backbone)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "segmentation"):
-        labels = segment_image(model, img, args.scales, args.flip, args.crf, device)
-        save_label_png(todo[name]["png"], labels)
+        probs = multiscale_probabilities(model, img, args.scales, args.flip, device)
+        if not np.isfinite(probs).all():
+            raise RetabError(f"{name}: the segmentation net's output holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
+        save_label_png(todo[name]["png"], predict_labels(probs, img, args.crf))
     return 0

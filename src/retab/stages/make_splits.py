@@ -24,6 +24,7 @@ from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_npy, write_text
+from retab.misc.outputs import check_writable
 
 log = logging.getLogger("retab")
 
@@ -53,7 +54,7 @@ def aug_mask_names(voc_root) -> list[str]:
 
 def mask_label_set(path) -> frozenset[int]:
     """The labels a mask contains (255 and 0 included when present)."""
-    return frozenset(int(v) for v in np.unique(voc.load_label_png(path)))
+    return frozenset(int(v) for v in np.unique(voc.load_gt_mask(path)))
 
 
 def split_by_fold(label_sets: dict[str, frozenset[int]], fold: int) -> tuple[list[str], list[str]]:
@@ -75,10 +76,6 @@ def read_label_sets(voc_root, names, workers: int | None = None) -> dict[str, fr
             sets = list(tqdm(pool.imap(mask_label_set, paths, chunksize=64), total=len(paths), desc=desc))
     else:
         sets = [mask_label_set(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
-    for name, labels in zip(names, sets):
-        unknown = sorted(v for v in labels if v > voc.NUM_CLASSES and v != voc.IGNORE)
-        if unknown:
-            raise RetabError(f"{voc.mask_path(voc_root, name)}: unknown label values {unknown}")
     return dict(zip(names, sets))
 
 
@@ -87,6 +84,7 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
     voc_root, out_dir = Path(voc_root).resolve(), Path(out_dir).resolve()
     if out_dir == voc_root or voc_root in out_dir.parents:
         raise RetabError(f"{out_dir}: the output folder must not be inside the dataset {voc_root}")
+    check_writable(out_dir, "--out_dir")
     seg_lists = voc_root / "ImageSets" / "Segmentation"
     train = voc.read_name_list(seg_lists / "train.txt")
     val = voc.read_name_list(seg_lists / "val.txt")

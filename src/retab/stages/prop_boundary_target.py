@@ -21,8 +21,8 @@ from retab.data import ImageDataset, image_to_tensor
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_gray_png
-from retab.stages.common import (add_inference_args, image_loader, load_inference_model, plan_inference,
-                                 setup_stage)
+from retab.stages.common import (add_inference_args, check_outputs, dataset_inputs, image_loader,
+                                 load_inference_model, plan_inference, setup_stage)
 
 log = logging.getLogger("retab")
 
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     if not 0.0 < args.threshold <= 1.0:
         raise RetabError(f"--threshold must lie in (0, 1], got {args.threshold}")
     out_dir = Path(args.out_dir)
+    check_outputs({"--out_dir": out_dir}, dataset_inputs(args.voc12_root))
     voc_root, precision, names, todo = plan_inference(args, "prop_boundary_target",
                                                       lambda name: {"map": out_dir / f"{name}.png"})
     log.info("prop_boundary_target: %d images in %s, %d to do (kernel %d, threshold %g)", len(names),
@@ -62,5 +63,8 @@ def main(argv=None) -> int:
     model, device = load_inference_model("boundary", args.weights, args.width, args.device, precision, args.backbone)
     for name, img, _ in image_loader(ImageDataset(list(todo), voc_root), args.num_workers, "boundary targets"):
         prob = boundary_probability(model, img, device)
+        if not bool(torch.isfinite(prob).all()):
+            raise RetabError(f"{name}: the boundary net's output holds NaN or infinite values "
+                             "(non-finite weights, or an --amp overflow)")
         save_gray_png(todo[name]["map"], boundary_target_map(prob, args.threshold, args.kernel))
     return 0

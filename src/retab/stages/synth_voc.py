@@ -30,6 +30,7 @@ from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_image, save_label_png, write_text
+from retab.misc.outputs import check_writable
 from retab.synth.scene import IMAGE_SIDE, Sample, outline_band, render_sample
 
 log = logging.getLogger("retab")
@@ -313,5 +314,6 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
     setup_logging()
+    check_writable(args.out, "--out")
     generate(args.out, seed=args.seed, scale=args.scale, overwrite=args.overwrite, image_side=tuple(args.image_side))
     return 0

@@ -17,8 +17,9 @@ from retab.data.datasets import LABEL_STRIDE
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
+                                 initialise_for_training, labels_table, make_train_config, make_train_optimizer,
+                                 resolve_image_labels, setup_training, training_names)
 from retab.training import train
 
 log = logging.getLogger("retab")
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "its ImageNet weights, resnet38 a random initialisation")
     p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
+    add_cls_labels_arg(p)
     add_runtime_args(p)
     return p
 
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
     if pair_count(grid, grid, AFFINITY_RADIUS) == 0:
         raise RetabError(f"--crop_size {args.crop_size} is too small: its {grid}x{grid} grid holds no pixel "
                          f"pairs of radius {AFFINITY_RADIUS} (at least {LABEL_STRIDE * (2 * AFFINITY_RADIUS - 1)})")
+    check_training_outputs(args, args.session_name, la_crf_dir=args.la_crf_dir, ha_crf_dir=args.ha_crf_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
     names = training_names(args.train_list)
@@ -66,8 +69,10 @@ def main(argv=None) -> int:
                 raise RetabError(f"{folder / (name + '.npy')}: CRF label dict not found")
 
     # The PSA baseline: no base samples, no boundary targets (SPEC 3).
+    labels = labels_table(names, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), target_dir=None,
-                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed)
+                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
+                                   image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args)
     initialise_for_training(model, args.weights, dataset, cfg, device)

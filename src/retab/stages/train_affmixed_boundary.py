@@ -25,8 +25,9 @@ from retab.data.datasets import LABEL_STRIDE
 from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
+                                 initialise_for_training, labels_table, make_train_config, make_train_optimizer,
+                                 resolve_image_labels, setup_training, training_names)
 from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
 from retab.stages.make_splits import fold_list
 from retab.stages.train_boundary import check_masks
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boundary_target_dir", "--targetpixel_dir", dest="boundary_target_dir", default=None,
                    help="boundary target maps of prop_boundary_target (absent: no boundary masking, with a warning)")
     add_grid_sampling_arg(p, "the base samples' GT masks and the novel samples' boundary target maps")
+    add_cls_labels_arg(p)
     add_runtime_args(p)
     return p
 
@@ -101,6 +103,9 @@ def main(argv=None) -> int:
     device, voc_root = setup_training(args)
     check_crop_has_pairs(args.crop_size)
     check_gt_dir(args.gt_dir, voc_root)
+    target_arg = None if args.boundary_target_dir in (None, "", "None") else args.boundary_target_dir
+    check_training_outputs(args, args.session_name or f"resnet38_affmixed_fold{args.fold}", la_crf_dir=args.la_crf_dir,
+                           ha_crf_dir=args.ha_crf_dir, boundary_target_dir=target_arg, list_dir=args.list_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
     target_dir = None
@@ -120,9 +125,10 @@ def main(argv=None) -> int:
     log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s), grid sampling %s",
              args.fold, len(base), base_list, len(novel), novel_list, args.grid_sampling)
 
+    labels = labels_table(novel, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, target_dir=target_dir,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
-                                   grid_sampling=args.grid_sampling)
+                                   grid_sampling=args.grid_sampling, image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args, args.session_name or f"resnet38_affmixed_fold{args.fold}")
     initialise_for_training(model, args.weights, dataset, cfg, device)

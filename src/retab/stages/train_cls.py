@@ -31,7 +31,8 @@ from retab.misc import distributed
 from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, initialise_for_training, labels_table,
+from retab.stages.common import (add_cls_labels_arg, add_training_args, check_training_outputs,
+                                 initialise_for_training, labels_table,
                                  load_initial_weights, make_train_config, make_train_optimizer, resolve_image_labels,
                                  setup_training, training_names)
 from retab.training import train
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
     if not 0.0 <= args.hue_jitter <= 0.5:
         raise RetabError(f"--hue_jitter must be in [0, 0.5], got {args.hue_jitter}")
     device, voc_root = setup_training(args)
+    check_training_outputs(args, args.session_name)
     jitter = ColorJitter(DEFAULT_JITTER.brightness, DEFAULT_JITTER.contrast, DEFAULT_JITTER.saturation,
                          args.hue_jitter)
 

@@ -31,8 +31,8 @@ from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
-from retab.stages.common import (add_training_args, check_dir, initialise_for_training, make_train_config,
-                                 make_train_optimizer, setup_training, training_names)
+from retab.stages.common import (add_training_args, check_dir, check_training_outputs, initialise_for_training,
+                                 make_train_config, make_train_optimizer, setup_training, training_names)
 from retab.stages.make_splits import fold_list
 from retab.training import train
 
@@ -106,6 +106,7 @@ def fold_names(path, fold: int, part: str) -> list[str]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, voc_root = setup_training(args)
+    check_training_outputs(args, args.session_name, pseudo_dir=args.pseudo_dir)
     names = training_names(args.train_list)
 
     base = novel = ()
