@@ -152,8 +152,9 @@ def test_two_processes_train_what_one_process_trains(tree):
 
     Each process takes its half of every batch of the single-process run, and the classification
     loss is a mean over images, so the averaged gradients are the single-process ones up to
-    float32 rounding (summation order): after 4 SGD steps the weights agree to 1e-6 (measured
-    2e-8) while training moved them by up to 4e-2 (fc8) and 1e-2 (b3). Dropout is switched off in
+    float32 rounding (summation order, which depends on the CPU's kernels): after 4 SGD steps the
+    weights agree to 1e-5 (measured 2e-8 on an AMD EPYC, 3e-6 on an Intel Xeon) while training moved
+    them by up to 4e-2 (fc8) and 1e-2 (b3). Dropout is switched off in
     both runs: its masks are drawn per process and cannot match one process's draws."""
     single, double = tree / "single", tree / "double"
     one = launch(tree, train_cls_argv(tree, single, "--no-dropout"), 1)
@@ -164,7 +165,7 @@ def test_two_processes_train_what_one_process_trains(tree):
     init = torch.load(tree / "cls_init.pth", weights_only=True)
     assert list(a) == list(b) == list(init)  # published keys, no `module.` prefix
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5, msg=k)
     assert (a["fc8.weight"] - init["fc8.weight"]).abs().max() > 1e-2
     assert (a["b3.conv_branch2a.weight"] - init["b3.conv_branch2a.weight"]).abs().max() > 1e-3
     # the published keys load strictly

@@ -136,7 +136,7 @@ DRIVER_SETTINGS = (
 )
 # what --set may change: the demo's own settings and the drivers' tuning knobs (not the paths and
 # the fold, which the demo lays out itself)
-SETTABLE = sorted(set(DEMO_ENV) | {"ALPHA", "BACKBONE", "BETA", "CRF", "CRF_WORKERS", "FLIP", "KERNEL", "LOGT", "MOMENTUM",
+SETTABLE = sorted(set(DEMO_ENV) | {"ALPHA", "BACKBONE", "BETA", "VAL_LIST", "CRF", "CRF_WORKERS", "FLIP", "KERNEL", "LOGT", "MOMENTUM",
                                    "SEG_MOMENTUM", "THRESHOLD"})
 
 
