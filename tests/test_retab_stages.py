@@ -123,10 +123,8 @@ def fabricate_psa_outputs(psa_dir: Path, voc_root: Path) -> None:
     save_checkpoint(psa_dir / "best" / "res38_cls.pth", build_model("cls", WIDTH))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def build_tiny_tree(tmp: Path) -> dict:
     """A tiny VOC tree with its lists, fabricated PSA outputs, and random affinity / boundary nets."""
-    tmp = tmp_path_factory.mktemp("retab_tiny")
     voc_root = build_tiny_voc(tmp / "tiny_voc" / "VOC2012")
     lists = tmp / "voc12"
     make_splits(voc_root, lists, workers=1)
@@ -136,6 +134,11 @@ def tiny(tmp_path_factory):
     torch.manual_seed(2)
     save_checkpoint(tmp / "boundary.pth", build_model("boundary", WIDTH))
     return {"tmp": tmp, "voc": voc_root, "lists": lists, "psa": tmp / "psa"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_tree(tmp_path_factory.mktemp("retab_tiny"))
 
 
 def base_names_by_mask(voc_root: Path, fold: int) -> list[str]:

@@ -29,10 +29,9 @@ from retab.stages.convert_cams import load_irn_dict
 from retab.data.datasets import load_score_stack
 from retab.models import build_model
 from retab.models.weights import load_state_dict_checked, load_weights, save_checkpoint
-from retab.stages.make_splits import make_splits
 from retab.training import TrainConfig, get_rng_state, set_rng_state, train
 from helpers import copy_driver, stop_at
-from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_voc, fabricate_psa_outputs, size_of, stripes,
+from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_tree, size_of, stripes,
                                walk_args, write_targets)
 
 
@@ -197,18 +196,10 @@ def test_resume_after_an_interruption_is_exact(tmp_path):
 def tiny(tmp_path_factory):
     """The tiny VOC tree with its lists, fabricated PSA outputs (CAM and CRF dicts, a classifier)
     and random affinity / boundary nets, as test_retab_stages builds it."""
-    tmp = tmp_path_factory.mktemp("untrusted")
-    voc_root = build_tiny_voc(tmp / "tiny_voc" / "VOC2012")
-    lists = tmp / "voc12"
-    make_splits(voc_root, lists, workers=1)
-    fabricate_psa_outputs(tmp / "psa", voc_root)
-    torch.manual_seed(1)
-    save_checkpoint(tmp / "aff.pth", build_model("aff", WIDTH))
-    torch.manual_seed(2)
-    save_checkpoint(tmp / "boundary.pth", build_model("boundary", WIDTH))
-    return {"tmp": tmp, "voc": voc_root, "lists": lists, "psa": tmp / "psa",
-            "cams": tmp / "psa" / "out" / "psa_trainaug_cam", "la": tmp / "psa" / "out" / "psa_trainaug_crf_4.0",
-            "ha": tmp / "psa" / "out" / "psa_trainaug_crf_32.0"}
+    tree = build_tiny_tree(tmp_path_factory.mktemp("untrusted"))
+    out = tree["psa"] / "out"
+    return {**tree, "cams": out / "psa_trainaug_cam", "la": out / "psa_trainaug_crf_4.0",
+            "ha": out / "psa_trainaug_crf_32.0"}
 
 
 def copy_dicts(src: Path, dst: Path, names, change=None) -> Path:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from retab.misc.errors import RetabError
+from retab.models.backbone import FrozenNormBackbone
 from retab.models.heads import AffinityHead, BoundaryHead, ClassificationHead
 from retab.models.segmentation import SegmentationHead
 
@@ -83,7 +84,7 @@ def imagenet_state_dict(with_classifier: bool = False) -> dict:
     return mapped
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(FrozenNormBackbone):
     """The backbone: `forward(x)` gives conv6; `feature_dict(x)` conv4, conv5 and conv6, at 1/8 of
     the input (rounded up). BatchNorms are frozen (eval mode, no affine training), as on ResNet-38,
     and so are the stem and the first two stages (FROZEN_STAGES)."""
@@ -134,15 +135,7 @@ class EfficientNetLite0(nn.Module):
         net = self.backbone
         for module in (net.conv_stem, net.bn1, *net.blocks[:FROZEN_STAGES]):
             module.requires_grad_(False)
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-                module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.freeze_pretrained()  # BatchNorms back to eval
-        return self
+        super().freeze_pretrained()
 
 
 class Lite0ClassificationNet(ClassificationHead, EfficientNetLite0):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from retab.models.backbone import FrozenNormBackbone
 from retab.models.heads import AffinityHead, BoundaryHead, ClassificationHead, scaled
 
 # The networks take images normalised by retab.data.transforms.normalize_image (RGB / 255,
@@ -86,7 +87,7 @@ class BottleneckBlock(nn.Module):
         return (out, preact) if return_preact else out
 
 
-class ResNet38(nn.Module):
+class ResNet38(FrozenNormBackbone):
     """The backbone. `forward(x)` gives conv6; `feature_dict(x)` gives conv4, conv5 and conv6.
 
     BatchNorms are frozen: always in eval mode (also after `.train()`), affine parameters not
@@ -186,15 +187,7 @@ class ResNet38(nn.Module):
             return
         for name in FROZEN_LAYERS:
             getattr(self, name).requires_grad_(False)
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-                module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.freeze_pretrained()  # BatchNorms back to eval; dropout follows `mode`
-        return self
+        super().freeze_pretrained()
 
 
 # The networks of the pipeline: a head (retab.models.heads) on this backbone; published key names.
