@@ -18,7 +18,8 @@ from retab.data.datasets import (
     novel_label_grid,
 )
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_gray_png, save_label_png, save_score_dict
+from retab.misc.fileio import save_gray_png, save_score_dict
+from retab.voc import save_label_png
 
 MEAN = np.asarray(T.IMAGENET_MEAN)
 STD = np.asarray(T.IMAGENET_STD)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_label_png, save_score_dict, write_text
+from retab.misc.fileio import save_score_dict, write_text
+from retab.voc import save_label_png
 from retab.stages.demo import (DEMO_ENV, DRIVER_SETTINGS, VOC_PARTS, demo_settings, driver_environment, evaluate_rows,
                                link_dataset, main,
                                retab_differences)

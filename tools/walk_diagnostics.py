@@ -37,10 +37,10 @@ from tqdm import tqdm
 from retab import diagnostics
 from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
-from retab.misc.args import add_grid_sampling_arg
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
-from retab.stages.evaluation import load_gt, summary_line
+from retab.engines.evaluation import load_gt, summary_line
+from retab.engines.stage_support import add_grid_sampling_arg
 from retab.voc import novel_labels, read_name_list
 
 
@@ -63,8 +63,8 @@ def print_scores(what: str, conf: np.ndarray, fold: int) -> None:
 
 
 def affinity_auc(args, names) -> None:
-    from retab.stages.common import load_inference_model
-    from retab.walk_inference import affinity_features
+    from retab.engines.stage_support import load_inference_model
+    from retab.engines.walk_inference import affinity_features
 
     model, device = load_inference_model("aff", args.weights, args.width, args.device, backbone=args.backbone)
     novel = novel_labels(args.fold)
@@ -127,7 +127,7 @@ def crf_label_quality(args, names) -> None:
 
 def training_pair_counts(args, names) -> None:
     from retab.data.datasets import AffinityTrainDataset
-    from retab.stages.make_splits import fold_list
+    from retab.voc import fold_list
 
     base = set(read_name_list(fold_list(args.list_dir, args.fold, "base"))) & set(names)
     groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}

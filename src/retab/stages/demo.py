@@ -242,8 +242,8 @@ def evaluate_rows(out: Path, fold: int) -> list[tuple[str, object]]:
     """(row name, Scores) for the table, computed from the files the drivers wrote. Both background
     scans cover PSA's wider range (0.00 .. 0.59): the demo's from-scratch CAMs are best near 0.45,
     beyond RETAB's published 0.41, where the CAM row would be understated."""
-    from retab.stages.evaluation import PSA_SCAN_LAST, scan_thresholds
-    from retab.stages.evaluation_boundary import evaluate
+    from retab.engines.evaluation import PSA_SCAN_LAST, scan_thresholds
+    from retab.engines.evaluation import evaluate_fold as evaluate
 
     p = result_paths(out, fold)
     train, gt = p["train"], p["gt"]
@@ -266,7 +266,7 @@ def retab_differences(out: Path, fold: int, cam_threshold: float, rounds: int = 
     is a paired bootstrap over those pictures (metrics.paired_bootstrap): a few hundred synthetic
     pictures leave differences of a few points within the noise of the draw."""
     from retab.metrics import paired_bootstrap, scores_from_confusion
-    from retab.stages.evaluation import per_image_confusions
+    from retab.engines.evaluation import per_image_confusions
 
     p = result_paths(out, fold)
     train, gt = p["train"], p["gt"]

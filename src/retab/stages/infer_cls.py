@@ -30,12 +30,12 @@ from retab.cam import CAM_SCALES, multiscale_cam, multiscale_cams
 from retab.crf import crf_label_dicts
 from retab.data import ImageDataset
 from retab.misc import distributed
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.fileio import load_score_dict, save_score_dict
+from retab.voc import save_label_png
 from retab.random_walk import labels_from_scores
 from retab.score_format import check_keys
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
+from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
                                  labels_table, load_inference_model, plan_inference, resolve_image_labels,
                                  setup_stage)
 

@@ -19,19 +19,15 @@ import logging
 from pathlib import Path
 
 from retab import voc
-from retab.affinity import pair_count
+from retab.affinity import make_affinity_step, pair_count
 from retab.data import AffinityTrainDataset
-from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
+from retab.engines.stage_support import (add_grid_sampling_arg, add_runtime_args, add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
                                  initialise_for_training, labels_table, make_train_config, make_train_optimizer,
                                  resolve_image_labels, setup_training, training_names)
-from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
-from retab.stages.make_splits import fold_list
-from retab.stages.train_boundary import check_masks
-from retab.training import train
+from retab.engines.training import train
 
 log = logging.getLogger("retab")
 
@@ -62,9 +58,9 @@ def check_novel_inputs(novel, la_dir: Path, ha_dir: Path, target_dir: Path | Non
 
 def check_crop_has_pairs(crop_size: int, radius: int = AFFINITY_RADIUS) -> None:
     """A crop whose 1/8 grid is too narrow for the radius has no pairs and nothing to learn from."""
-    grid = crop_size // LABEL_STRIDE
+    grid = crop_size // FEATURE_STRIDE
     if pair_count(grid, grid, radius) == 0:
-        smallest = LABEL_STRIDE * (2 * radius - 1)
+        smallest = FEATURE_STRIDE * (2 * radius - 1)
         raise RetabError(f"--crop_size {crop_size} gives a {grid}x{grid} label grid with no pixel pairs within "
                          f"radius {radius}; use at least {smallest}")
 
@@ -116,11 +112,11 @@ def main(argv=None) -> int:
         target_dir = check_dir(args.boundary_target_dir, "boundary target map")
 
     names = training_names(args.train_list)
-    base_list = Path(args.base_list) if args.base_list else fold_list(args.list_dir, args.fold, "base")
-    novel_list = Path(args.novel_list) if args.novel_list else fold_list(args.list_dir, args.fold, "novel")
+    base_list = Path(args.base_list) if args.base_list else voc.fold_list(args.list_dir, args.fold, "base")
+    novel_list = Path(args.novel_list) if args.novel_list else voc.fold_list(args.list_dir, args.fold, "novel")
     base, novel = split_train_names(names, voc.read_name_list(base_list), voc.read_name_list(novel_list),
                                     base_list, novel_list)
-    check_masks(base, voc_root)
+    voc.check_gt_masks(base, voc_root)
     check_novel_inputs(novel, la_dir, ha_dir, target_dir)
     log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s), grid sampling %s",
              args.fold, len(base), base_list, len(novel), novel_list, args.grid_sampling)

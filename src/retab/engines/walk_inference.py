@@ -33,15 +33,15 @@ from torch.utils.data import Dataset
 from retab.data import image_to_tensor
 from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
 from retab.data.transforms import check_sampling
-from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.fileio import load_score_dict, save_score_dict
+from retab.voc import save_label_png
 from retab.misc.precision import Precision
 from retab.models import DEFAULT_BACKBONE
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.score_format import check_keys
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
+from retab.engines.stage_support import (add_grid_sampling_arg, add_runtime_args, add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
                                  image_loader, images_to_do, inference_names, labels_table, load_inference_model,
                                  process_share, resolve_image_labels, setup_stage)
 
