@@ -38,6 +38,7 @@ from retab.misc.fileio import load_score_dict, save_score_dict
 from retab.voc import save_label_png
 from retab.misc.precision import Precision
 from retab.models import DEFAULT_BACKBONE
+from retab.published import WALK_ALPHA, WALK_BETA, WALK_LOGT
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.score_format import check_keys
@@ -55,9 +56,9 @@ class WalkConfig:
     """What a walk needs besides the images: the mode and SPEC 4's alpha (not stage 2), beta, logt."""
 
     mode: str
-    alpha: float = 16
-    beta: float = 8
-    logt: int = 8
+    alpha: float = WALK_ALPHA
+    beta: float = WALK_BETA
+    logt: int = WALK_LOGT
     grid_sampling: str = "nearest"  # how the boundary target map is sampled onto the grid
 
     def __post_init__(self):
@@ -226,9 +227,9 @@ def build_parser(mode: str, prog: str, description: str = "",
         p.add_argument("--alpha", type=float, default=None,
                        help="accepted for compatibility and ignored: stage 2 reads stage 1's background")
     else:
-        p.add_argument("--alpha", type=float, default=16, help="background = (1 - max CAM) ** alpha (16)")
-    p.add_argument("--beta", type=float, default=8)
-    p.add_argument("--logt", type=int, default=8)
+        p.add_argument("--alpha", type=float, default=WALK_ALPHA, help=f"background = (1 - max CAM) ** alpha ({WALK_ALPHA})")
+    p.add_argument("--beta", type=float, default=WALK_BETA)
+    p.add_argument("--logt", type=int, default=WALK_LOGT)
     if mode in BOUNDARY_MODES:
         p.add_argument("--targetpixel_dir", required=True,
                        help="boundary target maps {name}.png (255 non-boundary, 0 boundary)")
