@@ -26,7 +26,7 @@
 #                (published 8; a larger one lets less through a weak affinity at each step)
 #   GRID_SAMPLING [nearest]  how GT masks and boundary target maps are sampled onto the 1/8 grid
 #                (mixed affinity training and both walks): nearest = each cell's top-left pixel
-#                (published), nearest-exact = its centre, where the CAMs are averaged (docs/mini_voc_measurements.md)
+#                (published), nearest-exact = its centre, where the CAMs are averaged (docs/measurements.md)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)

@@ -1,6 +1,6 @@
 """Upper bounds and probes for the random walks, measured against the ground truth.
 
-They answer "what limits the walk's labels here?" (docs/mini_voc_measurements.md) for one image at a
+They answer "what limits the walk's labels here?" (docs/measurements.md) for one image at a
 time; the callers sum the confusions over a list (`tools/walk_diagnostics.py`):
 
 - `grid_ceiling_labels`: the GT itself pooled to the 8-px feature grid and upsampled the walk's way:

@@ -32,7 +32,7 @@ log = logging.getLogger("retab")
 
 # Settings of the CPU demo: everything the drivers run at published scale, made small enough to
 # finish in minutes on 2 cores (the published defaults stay the drivers' defaults). Each comment
-# says why in a line; the measurements are in docs/mini_voc_measurements.md, "Why the demo's
+# says why in a line; the measurements are in docs/measurements.md, "Why the demo's
 # settings are what they are".
 DEMO_ENV = {
     "DEVICE": "cpu",
