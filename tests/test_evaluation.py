@@ -72,15 +72,15 @@ def test_threshold_confusions_equal_argmax_per_threshold():
 
 # ----------------------------------------------------------------------------- reference evaluator
 
-def reference_evaluate(names, pred_dir, gt_dir, pred_type, t, fold, target_dir=None):
+def reference_evaluate(names, pred_dir, gt_dir, pred_type, t, fold, boundary_target_dir=None):
     """Per threshold, every file reloaded; the published 21-channel float32 tensor and np.argmax."""
     tp = np.zeros(21)
     t_count = np.zeros(21)
     p_count = np.zeros(21)
     for name in names:
         gt = voc.load_label_png(Path(gt_dir) / f"{name}.png")
-        if target_dir is not None:
-            target = voc.load_label_png(Path(target_dir) / f"{name}.png")
+        if boundary_target_dir is not None:
+            target = voc.load_label_png(Path(boundary_target_dir) / f"{name}.png")
             gt = np.where(target == 0, 255, gt)
         if pred_type == "png":
             pred = voc.load_label_png(Path(pred_dir) / f"{name}.png")
@@ -170,12 +170,12 @@ def test_png_and_target_pixels_equal_reference(tmp_path):
     names = make_dataset(tmp_path, with_target=True)
     for target in (None, tmp_path / "target"):
         result = evaluation.evaluate_fold(names, tmp_path / "png", tmp_path / "gt", fold=3,
-                                              targetpixel_dir=target, workers=2, progress=False)
+                                              boundary_target_dir=target, workers=2, progress=False)
         assert len(result.curve) == 1 and not result.scanned and result.best_novel is None
         assert_same(result.best, reference_evaluate(names, tmp_path / "png", tmp_path / "gt", "png", None, 3, target))
     # masking really removes pixels: fewer GT pixels counted than without it
     plain = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", progress=False)
-    masked = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", targetpixel_dir=tmp_path / "target",
+    masked = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", boundary_target_dir=tmp_path / "target",
                                  progress=False)
     assert plain.best.miou != masked.best.miou
 

@@ -347,14 +347,14 @@ def test_convert_cams_names_a_file_that_is_not_irn(tmp_path, capsys, content, me
 
 # ----------------------------------------------------------------------------- random-walk inference
 
-def walk_args(tiny, stage: str, cam_dir, target_dir, out: Path, names) -> list[str]:
+def walk_args(tiny, stage: str, cam_dir, boundary_target_dir, out: Path, names) -> list[str]:
     listing = out / "list.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("".join(n + "\n" for n in names))
     command = "infer_aff_cam_boundary" if stage == "stage1" else "infer_aff_cam_boundary_secondary"
     return [command, "--weights", str(tiny["tmp"] / "aff.pth"), "--width", str(WIDTH), "--voc12_root",
             str(tiny["voc"]), "--infer_list", str(listing), "--cam_dir", str(cam_dir), "--targetpixel_dir",
-            str(target_dir), "--out_rw", str(out / f"rw_{stage}"), "--out_rw_cam", str(out / f"cam_{stage}"),
+            str(boundary_target_dir), "--out_rw", str(out / f"rw_{stage}"), "--out_rw_cam", str(out / f"cam_{stage}"),
             "--device", "cpu", "--num_workers", "0"]
 
 

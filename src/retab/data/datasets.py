@@ -75,9 +75,9 @@ def load_score_stack(path: Path, size_hw: tuple[int, int], labels=None) -> tuple
     return keys, np.stack([maps[k] for k in keys], axis=-1)
 
 
-def load_target_for(target_dir, name: str, size_hw: tuple[int, int]) -> np.ndarray:
+def load_target_for(boundary_target_dir, name: str, size_hw: tuple[int, int]) -> np.ndarray:
     """A boundary target map (255 non-boundary, 0 boundary) checked against the image size."""
-    path = Path(target_dir) / f"{name}.png"
+    path = Path(boundary_target_dir) / f"{name}.png"
     target = voc.load_label_png(path)
     if target.shape != size_hw:
         raise RetabError(f"{path}: target map is {target.shape[1]}x{target.shape[0]} but the image "
@@ -258,14 +258,14 @@ class BoundaryTrainDataset(SeededTrainDataset):
 # ----------------------------------------------------------------------------- affinity
 
 class AffinityTrainDataset(SeededTrainDataset):
-    """train_affmixed_boundary (SPEC 4), and train_aff (SPEC 3) with base_names empty, no target_dir.
+    """train_affmixed_boundary (SPEC 4), and train_aff (SPEC 3) with base_names empty, no boundary_target_dir.
 
     -> (image float32 [3, crop, crop], (bg_pos, fg_pos, neg)) from `retab.affinity.affinity_labels`
     on the (crop/8 x crop/8) label grid. Base samples (name in base_names) use their GT mask,
     cropped with canvas `base_pad_label` (default 0 = background, the published joint crop; 255
     would make the padding ignored instead). Novel samples use their la / ha CRF dicts
-    ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with target_dir, the boundary target map
-    {target_dir}/{name}.png, canvas TARGET_PAD = 0 (boundary, as published): a cell whose sampled
+    ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with boundary_target_dir, the boundary target map
+    {boundary_target_dir}/{name}.png, canvas TARGET_PAD = 0 (boundary, as published): a cell whose sampled
     pixel lies in the padding is 255 even when part of it is picture, which the no-score rule (cells
     entirely in the padding) alone would keep. `grid_sampling` is how the GT masks and target maps
     are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest": each cell's top-left
@@ -275,7 +275,7 @@ class AffinityTrainDataset(SeededTrainDataset):
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
-                 target_dir=None, crop_size: int = 448, radius: int = AFFINITY_RADIUS, seed: int = 0,
+                 boundary_target_dir=None, crop_size: int = 448, radius: int = AFFINITY_RADIUS, seed: int = 0,
                  jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL,
                  grid_sampling: str = "nearest", image_labels: Mapping | None = None):
         super().__init__(names, voc_root, seed)
@@ -283,7 +283,7 @@ class AffinityTrainDataset(SeededTrainDataset):
         self.crf_la_dir = Path(crf_la_dir)
         self.crf_ha_dir = Path(crf_ha_dir)
         self.base_names = frozenset(base_names)
-        self.target_dir = None if target_dir is None else Path(target_dir)
+        self.boundary_target_dir = None if boundary_target_dir is None else Path(boundary_target_dir)
         self.crop_size = _check_crop_size(crop_size, FEATURE_STRIDE)
         self.radius = int(radius)
         self.jitter = jitter
@@ -309,12 +309,12 @@ class AffinityTrainDataset(SeededTrainDataset):
         la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, classes)
         ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, classes)
         labels = [(la, 0.0), (ha, 0.0)]
-        if self.target_dir is not None:
-            labels.append((load_target_for(self.target_dir, name, size_hw), TARGET_PAD))
+        if self.boundary_target_dir is not None:
+            labels.append((load_target_for(self.boundary_target_dir, name, size_hw), TARGET_PAD))
         image, crops = augment_with_labels(img, rng, self.crop_size, labels, self.jitter)
         la_crop = {k: crops[0][..., i] for i, k in enumerate(la_keys)}
         ha_crop = {k: crops[1][..., i] for i, k in enumerate(ha_keys)}
-        target_crop = crops[2] if self.target_dir is not None else None
+        target_crop = crops[2] if self.boundary_target_dir is not None else None
         return image, novel_label_grid(la_crop, ha_crop, target_crop, sampling=self.grid_sampling)
 
     def __getitem__(self, index: int):

@@ -57,15 +57,15 @@ class _Job:
     gt_dir: str
     pred_type: str
     thresholds: tuple[float, ...] | None
-    targetpixel_dir: str | None
+    boundary_target_dir: str | None
 
 
-def load_gt(gt_dir, name: str, targetpixel_dir=None) -> np.ndarray:
+def load_gt(gt_dir, name: str, boundary_target_dir=None) -> np.ndarray:
     """GT mask (0..20, 255); with a target-pixel folder, pixels whose target map is 0 become 255."""
     gt_path = Path(gt_dir) / f"{name}.png"
     gt = voc.load_gt_mask(gt_path)
-    if targetpixel_dir is not None:
-        target_path = Path(targetpixel_dir) / f"{name}.png"
+    if boundary_target_dir is not None:
+        target_path = Path(boundary_target_dir) / f"{name}.png"
         target = voc.load_label_png(target_path)
         if target.shape != gt.shape:
             raise RetabError(f"{target_path}: target map is {_hw(target.shape)} but the ground truth "
@@ -134,7 +134,7 @@ def best_object_channel(path, pred_type: str, gt_shape, gt_dir, name) -> tuple[n
 
 def image_counts(job: _Job, name: str) -> np.ndarray:
     """One image: (1, L, L) confusion for png, (n+1, L, L) threshold histogram for score dicts."""
-    gt = load_gt(job.gt_dir, name, job.targetpixel_dir)
+    gt = load_gt(job.gt_dir, name, job.boundary_target_dir)
     if job.pred_type == "png":
         pred = load_png_prediction(Path(job.predict_dir) / f"{name}.png", gt.shape, job.gt_dir, name)
         return metrics.confusion_matrix(gt, pred)[None]
@@ -241,19 +241,19 @@ class Evaluation:
 
 
 def evaluate(names, predict_dir, gt_dir, pred_type: str = "png", thresholds=None, fold: int | None = None,
-             targetpixel_dir=None, workers: int = 0, progress: bool = True, scanned: bool | None = None
+             boundary_target_dir=None, workers: int = 0, progress: bool = True, scanned: bool | None = None
              ) -> Evaluation:
     """Evaluate predictions of `names` against `gt_dir`.
 
     pred_type png: `{predict_dir}/{name}.png` label images, thresholds unused. npy / npy_new:
     `{name}.npy` score dicts with the background score t for each of `thresholds` (ascending).
-    fold: adds base/novel mIoU. targetpixel_dir: GT pixels whose `{name}.png` target map is 0 are
+    fold: adds base/novel mIoU. boundary_target_dir: GT pixels whose `{name}.png` target map is 0 are
     ignored. scanned: whether this is a curve scan (default: more than one threshold).
     """
     check_pred_type(pred_type)
     if fold is not None:
         voc.check_fold(fold)
-    for folder, what in ((predict_dir, "prediction"), (gt_dir, "ground truth"), (targetpixel_dir, "target pixel")):
+    for folder, what in ((predict_dir, "prediction"), (gt_dir, "ground truth"), (boundary_target_dir, "target pixel")):
         if folder is not None and not Path(folder).is_dir():
             raise RetabError(f"{folder}: {what} folder not found")
     if pred_type == "png":
@@ -265,7 +265,7 @@ def evaluate(names, predict_dir, gt_dir, pred_type: str = "png", thresholds=None
         if any(b < a for a, b in zip(thresholds, thresholds[1:])):
             raise RetabError("background thresholds must be ascending")
     job = _Job(str(predict_dir), str(gt_dir), pred_type, thresholds,
-               None if targetpixel_dir is None else str(targetpixel_dir))
+               None if boundary_target_dir is None else str(boundary_target_dir))
     counts = accumulate_counts(job, list(names), workers, progress)
     if thresholds is None:
         curve = (metrics.scores_from_confusion(counts[0], fold),)
@@ -278,12 +278,12 @@ def evaluate(names, predict_dir, gt_dir, pred_type: str = "png", thresholds=None
 
 
 def evaluate_fold(names, predict_dir, gt_dir, fold: int, pred_type: str = "png", thresholds=None,
-                  targetpixel_dir=None, workers: int = 0, progress: bool = True,
+                  boundary_target_dir=None, workers: int = 0, progress: bool = True,
                   scanned: bool | None = None) -> Evaluation:
     """RETAB's evaluation of one fold: `evaluate` with the fold required."""
     voc.check_fold(fold)
     return evaluate(names, predict_dir, gt_dir, pred_type, thresholds, fold=fold,
-                    targetpixel_dir=targetpixel_dir, workers=workers, progress=progress, scanned=scanned)
+                    boundary_target_dir=boundary_target_dir, workers=workers, progress=progress, scanned=scanned)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -400,7 +400,7 @@ def run(args, scan_last: float) -> Evaluation:
     else:
         thresholds = None if args.t is None else [args.t]
     evaluation = evaluate(names, args.predict_dir, args.gt_dir, args.type, thresholds, fold=args.fold,
-                          targetpixel_dir=getattr(args, "targetpixel_dir", None), workers=args.workers,
+                          boundary_target_dir=getattr(args, "boundary_target_dir", None), workers=args.workers,
                           scanned=bool(args.curve))
     report(evaluation)
     write_log(args.logfile, evaluation, args.comment)

@@ -16,7 +16,7 @@ from retab.engines.evaluation import PRED_TYPES, RETAB_SCAN_LAST, add_common_arg
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retab evaluation_boundary", description=__doc__.splitlines()[0])
     add_common_args(parser, PRED_TYPES, gt_dir_default="./VOC2012/SegmentationClassAug", predict_dir_default="./pred")
-    parser.add_argument("--targetpixel_dir", type=optional_dir, default=None,
+    parser.add_argument("--targetpixel_dir", dest="boundary_target_dir", type=optional_dir, default=None,
                         help="boundary target maps: GT pixels whose map is 0 are ignored (default none)")
     parser.add_argument("--fold", type=int, required=True, help="PASCAL-5i fold 0..3")
     return parser

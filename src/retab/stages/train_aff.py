@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     # The PSA baseline: no base samples, no boundary targets (SPEC 3).
     labels = labels_table(names, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
-    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), target_dir=None,
+    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), boundary_target_dir=None,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
                                    image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
