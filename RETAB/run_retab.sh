@@ -26,7 +26,7 @@
 #                (published 8; a larger one lets less through a weak affinity at each step)
 #   GRID_SAMPLING [nearest]  how GT masks and boundary target maps are sampled onto the 1/8 grid
 #                (mixed affinity training and both walks): nearest = each cell's top-left pixel
-#                (published), nearest-exact = its centre, where the CAMs are averaged (docs/mini_voc_measurements.md)
+#                (published), nearest-exact = its centre, where the CAMs are averaged (docs/measurements.md)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
@@ -90,7 +90,7 @@ need_number THRESHOLD 'v > 0 && v + 0 <= 1' "a number in (0, 1]"
 [ "$INFER_LIST" = voc12/train_aug.txt ] || [ -f "$INFER_LIST" ] || die "INFER_LIST=$INFER_LIST is not a file"
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
-TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
+BOUNDARY_TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
 AFF_CKPT=${AFF_WEIGHTS:-$OUT/affmodel/resnet38_affmixed_fold$FOLD.pth}
 RW1_DIR=$OUT/rw_stage1
 RW1_CAM_DIR=$OUT/rw_cam_stage1
@@ -152,7 +152,7 @@ fi
 
 step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
     --infer_list voc12/train_aug.txt --weights "$BOUNDARY_CKPT" --kernel "$KERNEL" --threshold "$THRESHOLD" \
-    --out_dir "$TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --out_dir "$BOUNDARY_TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- mixed affinity net
@@ -164,7 +164,7 @@ else
     step train_affmixed_boundary "$PYTHON" train_affmixed_boundary.py --fold "$FOLD" --voc12_root VOC2012 \
         --train_list voc12/train_aug.txt --list_dir voc12 \
         --base_list "voc12/trainaug_fold${FOLD}_base.npy" --novel_list "voc12/trainaug_fold${FOLD}_novel.npy" \
-        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --boundary_target_dir "$TARGET_DIR" \
+        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" \
         ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
@@ -175,12 +175,12 @@ fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
-    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
-    --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
+    --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from retab import voc  # noqa: E402
 from retab.cli import run_stage  # noqa: E402
-from retab.misc.fileio import save_label_png, save_score_dict  # noqa: E402
-from retab.stages import evaluation  # noqa: E402
+from retab.misc.fileio import save_score_dict  # noqa: E402
+from retab.voc import save_label_png  # noqa: E402
+from retab.engines import evaluation  # noqa: E402
 
 FOLD = 0
 

@@ -33,6 +33,7 @@ SIZES = {"VOC": (375, 500), "4x": (752, 1008)}
 CLASSES = (4, 14)  # boat, person: background + 2 classes are walked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine_info, also in the measuring processes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the dense reference walk
 
 
 def synthetic_inputs(height: int, width: int, channels: int, seed: int):
@@ -112,7 +113,8 @@ def _measure(kind: str, size_name: str, device_name: str, channels: int, repeats
     if threads:
         torch.set_num_threads(threads)
 
-    from retab.random_walk import dense_random_walk_reference, random_walk
+    from dense_walk import dense_random_walk_reference
+    from retab.random_walk import random_walk
 
     device = torch.device(device_name)
 

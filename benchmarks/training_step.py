@@ -1,6 +1,6 @@
-"""Training steps of the classifier (train_cls's step in retab.training.train): images/s of variants in one run.
+"""Training steps of the classifier (train_cls's step in retab.engines.training.train): images/s of variants in one run.
 
-Variants, all through the project's training loop (retab.training.train) on synthetic crops, with
+Variants, all through the project's training loop (retab.engines.training.train) on synthetic crops, with
 the same global batch:
   fp32, 1 process          the default
   bf16 AMP, 1 process      --amp bf16 (on CUDA also fp16 when --fp16)
@@ -58,7 +58,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, opts: dict, out_dir: str, queue) -> None:
-    """One process of a variant: train one epoch through retab.training.train; rank 0 reports."""
+    """One process of a variant: train one epoch through retab.engines.training.train; rank 0 reports."""
     import torch
     from tqdm import tqdm
 
@@ -70,8 +70,8 @@ def _worker(rank: int, world: int, port: int, opts: dict, out_dir: str, queue) -
     from retab.models import build_model
     from retab.optim import make_optimizer, param_groups
     from retab.stages.train_cls import cls_step
-    from retab import training
-    from retab.training import TrainConfig, max_steps, train
+    from retab.engines import training
+    from retab.engines.training import TrainConfig, max_steps, train
 
     def quiet_bar(*args, **kwargs):  # no progress bars from the training loop
         kwargs["disable"] = True

@@ -18,7 +18,8 @@ from retab.data.datasets import (
     novel_label_grid,
 )
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_gray_png, save_label_png, save_score_dict
+from retab.misc.fileio import save_gray_png, save_score_dict
+from retab.voc import save_label_png
 
 MEAN = np.asarray(T.IMAGENET_MEAN)
 STD = np.asarray(T.IMAGENET_STD)
@@ -479,8 +480,8 @@ def test_affinity_dataset_base_padding_label(tree, tmp_path):
 @pytest.mark.parametrize("sampling", ["nearest", "nearest-exact"])
 def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_path, sampling):
     la, ha, target = write_crf(tmp_path, "img_b", 32, 32, seed=1)
-    for target_dir in (None, tmp_path / "target"):
-        ds = AffinityTrainDataset(["img_b"], tree, tmp_path / "la", tmp_path / "ha", target_dir=target_dir,
+    for boundary_target_dir in (None, tmp_path / "target"):
+        ds = AffinityTrainDataset(["img_b"], tree, tmp_path / "la", tmp_path / "ha", boundary_target_dir=boundary_target_dir,
                                   crop_size=32, jitter=T.NO_JITTER, grid_sampling=sampling)
         directions = set()
         for seed in range(12):
@@ -491,7 +492,7 @@ def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_pat
             flip = (lambda a: a) if direction == 1 else T.hflip
             expected = novel_label_grid({k: flip(v) for k, v in la.items()},
                                         {k: flip(v) for k, v in ha.items()},
-                                        None if target_dir is None else flip(target), sampling=sampling)
+                                        None if boundary_target_dir is None else flip(target), sampling=sampling)
             np.testing.assert_array_equal(grid, expected)
         assert directions == {1, -1}
     assert (expected == 255).sum() > 0 and np.isin(expected, [0, 8, 12, 255]).all()
@@ -500,7 +501,7 @@ def test_affinity_dataset_novel_sample_grid_matches_the_pure_rules(tree, tmp_pat
 def test_affinity_dataset_novel_padding_cells_are_ignored(tree, tmp_path):
     write_crf(tmp_path, "img_small", 16, 32, seed=2)
     ds = AffinityTrainDataset(["img_small"], tree, tmp_path / "la", tmp_path / "ha",
-                              target_dir=tmp_path / "target", crop_size=32)
+                              boundary_target_dir=tmp_path / "target", crop_size=32)
     for seed in range(6):
         ds.seed = seed
         image, grid = ds.sample_with_grid(0)
@@ -517,7 +518,7 @@ def test_affinity_dataset_missing_inputs_name_the_file(tree, tmp_path):
         AffinityTrainDataset(["img_a"], tree, tmp_path / "la", tmp_path / "ha", **kwargs).sample_with_grid(0)
     with pytest.raises(RetabError, match=r"nowhere/img_b\.png"):
         AffinityTrainDataset(["img_b"], tree, tmp_path / "la", tmp_path / "ha",
-                             target_dir=tmp_path / "nowhere", **kwargs).sample_with_grid(0)
+                             boundary_target_dir=tmp_path / "nowhere", **kwargs).sample_with_grid(0)
     with pytest.raises(RetabError, match=r"SegmentationClassAug/img_a_copy\.png"):
         AffinityTrainDataset(["img_a_copy"], tree, tmp_path / "la", tmp_path / "ha",
                              base_names={"img_a_copy"}, **kwargs).sample_with_grid(0)
@@ -536,7 +537,7 @@ def test_affinity_dataset_item_is_the_pair_labels_of_its_grid(tree, tmp_path):
     affinity = pytest.importorskip("retab.affinity")
     write_crf(tmp_path, "img_b", 32, 32, seed=1)
     ds = AffinityTrainDataset(["img_b", "img_a"], tree, tmp_path / "la", tmp_path / "ha",
-                              base_names={"img_a"}, target_dir=tmp_path / "target", crop_size=32)
+                              base_names={"img_a"}, boundary_target_dir=tmp_path / "target", crop_size=32)
     for index in range(2):
         image, pairs = ds[index]
         _, grid = ds.sample_with_grid(index)
@@ -584,7 +585,7 @@ def test_affinity_dataset_target_padding_is_boundary_as_published(tmp_path, monk
     save_gray_png(tmp_path / "target" / "pic.png", np.full((25, 19), 255, np.uint8))
     place_at(monkeypatch, top=2, left=3, flip=flip)
     ds = AffinityTrainDataset(["pic"], root, tmp_path / "la", tmp_path / "ha", crop_size=32, jitter=T.NO_JITTER,
-                              target_dir=None if sampling is None else tmp_path / "target",
+                              boundary_target_dir=None if sampling is None else tmp_path / "target",
                               grid_sampling=sampling or "nearest")
     image, grid = ds.sample_with_grid(0)
     picture = np.zeros((32, 32), bool)
@@ -601,7 +602,7 @@ def test_affinity_dataset_target_canvas_changes_no_unpadded_or_base_item(tree, t
     for canvas in (0, 255):
         monkeypatch.setattr(datasets, "TARGET_PAD", canvas)
         ds = AffinityTrainDataset(["img_a", "img_small"], tree, tmp_path / "la", tmp_path / "ha",
-                                  base_names={"img_small"}, target_dir=tmp_path / "target", crop_size=24)
+                                  base_names={"img_small"}, boundary_target_dir=tmp_path / "target", crop_size=24)
         for seed in range(4):
             ds.seed = seed
             grids[canvas, seed] = [ds.sample_with_grid(i)[1] for i in range(2)]

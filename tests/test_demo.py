@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_label_png, save_score_dict, write_text
-from retab.stages.demo import (DEMO_ENV, DRIVER_SETTINGS, VOC_PARTS, demo_settings, driver_environment, evaluate_rows,
-                               link_dataset, main,
-                               retab_differences)
+from retab.misc.fileio import save_score_dict, write_text
+from retab.voc import save_label_png
+from retab.engines.demo_pipeline import DRIVER_SETTINGS, VOC_PARTS, driver_environment, link_dataset
+from retab.engines.demo_report import evaluate_rows, retab_differences
+from retab.stages.demo import DEMO_ENV, demo_settings, main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ from retab.misc.fileio import save_score_dict
 from retab.misc.precision import Precision, apply_precision, state_dict_for_saving
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
-from retab.stages.common import calibrate_batchnorm
-from retab.training import TrainConfig, make_loader
+from retab.engines.stage_support import calibrate_batchnorm
+from retab.engines.training import TrainConfig, make_loader
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 0.125

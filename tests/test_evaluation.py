@@ -10,8 +10,10 @@ import pytest
 from retab import metrics, voc
 from retab.cli import run_stage
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_gray_png, save_label_png, save_score_dict
-from retab.stages import evaluation, evaluation_boundary
+from retab.misc.fileio import save_gray_png, save_score_dict
+from retab.voc import save_label_png
+from retab.engines import evaluation
+from retab.stages import evaluation_boundary
 
 # ----------------------------------------------------------------------------- hand-computed case
 
@@ -70,15 +72,15 @@ def test_threshold_confusions_equal_argmax_per_threshold():
 
 # ----------------------------------------------------------------------------- reference evaluator
 
-def reference_evaluate(names, pred_dir, gt_dir, pred_type, t, fold, target_dir=None):
+def reference_evaluate(names, pred_dir, gt_dir, pred_type, t, fold, boundary_target_dir=None):
     """Per threshold, every file reloaded; the published 21-channel float32 tensor and np.argmax."""
     tp = np.zeros(21)
     t_count = np.zeros(21)
     p_count = np.zeros(21)
     for name in names:
         gt = voc.load_label_png(Path(gt_dir) / f"{name}.png")
-        if target_dir is not None:
-            target = voc.load_label_png(Path(target_dir) / f"{name}.png")
+        if boundary_target_dir is not None:
+            target = voc.load_label_png(Path(boundary_target_dir) / f"{name}.png")
             gt = np.where(target == 0, 255, gt)
         if pred_type == "png":
             pred = voc.load_label_png(Path(pred_dir) / f"{name}.png")
@@ -144,7 +146,7 @@ def make_dataset(root: Path, count: int = 20, seed: int = 0, pred_type: str = "n
 def test_scan_equals_reference_per_threshold(tmp_path, pred_type):
     names = make_dataset(tmp_path, pred_type=pred_type)
     thresholds = evaluation.scan_thresholds(0.41)
-    result = evaluation_boundary.evaluate(names, tmp_path / pred_type, tmp_path / "gt", fold=1,
+    result = evaluation.evaluate_fold(names, tmp_path / pred_type, tmp_path / "gt", fold=1,
                                           pred_type=pred_type, thresholds=thresholds, workers=2, progress=False)
     assert result.scanned and len(result.curve) == 42
     for scores, t in zip(result.curve, thresholds):
@@ -167,13 +169,13 @@ def test_serial_and_parallel_agree(tmp_path):
 def test_png_and_target_pixels_equal_reference(tmp_path):
     names = make_dataset(tmp_path, with_target=True)
     for target in (None, tmp_path / "target"):
-        result = evaluation_boundary.evaluate(names, tmp_path / "png", tmp_path / "gt", fold=3,
-                                              targetpixel_dir=target, workers=2, progress=False)
+        result = evaluation.evaluate_fold(names, tmp_path / "png", tmp_path / "gt", fold=3,
+                                              boundary_target_dir=target, workers=2, progress=False)
         assert len(result.curve) == 1 and not result.scanned and result.best_novel is None
         assert_same(result.best, reference_evaluate(names, tmp_path / "png", tmp_path / "gt", "png", None, 3, target))
     # masking really removes pixels: fewer GT pixels counted than without it
     plain = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", progress=False)
-    masked = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", targetpixel_dir=tmp_path / "target",
+    masked = evaluation.evaluate(names, tmp_path / "png", tmp_path / "gt", boundary_target_dir=tmp_path / "target",
                                  progress=False)
     assert plain.best.miou != masked.best.miou
 
@@ -260,7 +262,7 @@ def test_curve_cli_logs_best_miou_and_best_novel(tmp_path):
     assert rc == 0
     entries = log_entries_of(tmp_path / "log.txt")
     assert len(entries) == 2
-    result = evaluation_boundary.evaluate(names, tmp_path / "npy_new", tmp_path / "gt", 0, "npy_new",
+    result = evaluation.evaluate_fold(names, tmp_path / "npy_new", tmp_path / "gt", 0, "npy_new",
                                           evaluation.scan_thresholds(0.41), progress=False)
     for (stamp, fields, summary, rule), best in zip(entries, (result.best, result.best_novel)):
         assert summary == (f"{best.miou:.2f}/{best.base_miou:.2f}/{best.novel_miou:.2f}, "
@@ -321,7 +323,7 @@ def test_edge_of_range_is_reported_with_a_warning(tmp_path, caplog):
         assert entry[2].endswith(", bgscore:0.00")
         assert parse_fields(entry[1])["warning"] == "optimum_at_edge_of_scanned_range"
     # at t = 0 every pixel is predicted 3: label 3 IoU 36 / 48, background 0
-    result = evaluation_boundary.evaluate(names, tmp_path / "npy", tmp_path / "gt", 0, "npy",
+    result = evaluation.evaluate_fold(names, tmp_path / "npy", tmp_path / "gt", 0, "npy",
                                           evaluation.scan_thresholds(0.41), progress=False)
     assert result.best_at_edge and result.best.threshold == 0.0
     assert result.best.iou[3] == pytest.approx(75.0) and result.best.iou[0] == 0.0
@@ -388,7 +390,7 @@ def test_wrong_fold_and_missing_threshold_are_errors(tmp_path, capsys):
     assert run_stage("evaluation_boundary", args + ["--fold", "4"]) == 2
     assert "fold must be one of 0..3" in capsys.readouterr().err
     with pytest.raises(RetabError, match="fold"):
-        evaluation_boundary.evaluate(["img_000"], tmp_path / "png", tmp_path / "gt", fold=-1)
+        evaluation.evaluate_fold(["img_000"], tmp_path / "png", tmp_path / "gt", fold=-1)
     assert run_stage("evaluation_boundary", cli_args(tmp_path, "--predict_dir", str(tmp_path / "npy"),
                                                      "--type", "npy", "--fold", "0")) == 2
     assert "--t" in capsys.readouterr().err

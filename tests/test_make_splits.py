@@ -8,8 +8,9 @@ from PIL import Image
 from retab import voc
 from retab.cli import main as cli_main
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_label_png
-from retab.stages.make_splits import fold_list_path, make_splits, split_by_fold, splits_complete
+from retab.voc import save_label_png
+from retab.stages.make_splits import make_splits, split_by_fold, splits_complete
+from retab.voc import fold_list_path
 
 
 def write_xml(path: Path, classes):

@@ -441,7 +441,7 @@ def test_every_training_stage_takes_the_optimizer_flag():
 
     from retab.optim import PolyAdamW
     from retab.stages import train_aff, train_affmixed_boundary, train_boundary, train_cls, train_seg
-    from retab.stages.common import make_train_config, make_train_optimizer
+    from retab.engines.stage_support import make_train_config, make_train_optimizer
 
     for stage in (train_cls, train_aff, train_boundary, train_affmixed_boundary, train_seg):
         flag = next(a for a in stage.build_parser()._actions if "--optimizer" in a.option_strings)

@@ -22,8 +22,8 @@ from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_npy
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
-from retab.stages.common import initialise_for_training, load_initial_weights, resolve_image_labels
-from retab.training import TrainConfig
+from retab.engines.stage_support import initialise_for_training, load_initial_weights, resolve_image_labels
+from retab.engines.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 0.0625
@@ -334,8 +334,8 @@ def test_affinity_net_takes_the_classifier_backbone_and_reports_the_rest(tmp_pat
 
 
 def test_batchnorm_calibration_of_a_random_network():
-    from retab.stages.common import calibrate_batchnorm
-    from retab.training import TrainConfig
+    from retab.engines.stage_support import calibrate_batchnorm
+    from retab.engines.training import TrainConfig
 
     torch.manual_seed(0)
     model = build_model("cls", WIDTH)

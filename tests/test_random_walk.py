@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from dense_walk import dense_random_walk_reference
 from retab.affinity import pair_affinities, pair_indices
 from retab.misc.errors import RetabError
 from retab.random_walk import (
-    MODES, boundary_grid, dense_random_walk_reference, downsample_scores, grid_size, labels_from_scores,
+    MODES, boundary_grid, downsample_scores, grid_size, labels_from_scores,
     mode_radius, pad_to_multiple, random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores,
     transition_matrix, walk_radius,
 )

@@ -20,12 +20,13 @@ from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
 from retab.data.transforms import GRID_SAMPLINGS, nearest_indices
-from retab.misc.fileio import load_score_dict, save_gray_png, save_label_png, save_npy, save_score_dict
+from retab.misc.fileio import load_score_dict, save_gray_png, save_npy, save_score_dict
+from retab.voc import save_label_png
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
 from retab.stages import train_affmixed_boundary, train_boundary
 from retab.stages.make_splits import make_splits
-from retab.walk_inference import WalkConfig, affinity_features, input_scores
+from retab.engines.walk_inference import WalkConfig, affinity_features, input_scores
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 0.0625
@@ -346,14 +347,14 @@ def test_convert_cams_names_a_file_that_is_not_irn(tmp_path, capsys, content, me
 
 # ----------------------------------------------------------------------------- random-walk inference
 
-def walk_args(tiny, stage: str, cam_dir, target_dir, out: Path, names) -> list[str]:
+def walk_args(tiny, stage: str, cam_dir, boundary_target_dir, out: Path, names) -> list[str]:
     listing = out / "list.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("".join(n + "\n" for n in names))
     command = "infer_aff_cam_boundary" if stage == "stage1" else "infer_aff_cam_boundary_secondary"
     return [command, "--weights", str(tiny["tmp"] / "aff.pth"), "--width", str(WIDTH), "--voc12_root",
             str(tiny["voc"]), "--infer_list", str(listing), "--cam_dir", str(cam_dir), "--targetpixel_dir",
-            str(target_dir), "--out_rw", str(out / f"rw_{stage}"), "--out_rw_cam", str(out / f"cam_{stage}"),
+            str(boundary_target_dir), "--out_rw", str(out / f"rw_{stage}"), "--out_rw_cam", str(out / f"cam_{stage}"),
             "--device", "cpu", "--num_workers", "0"]
 
 
@@ -647,7 +648,7 @@ def test_check_weights_loads_a_published_affnet_as_given(tiny, tmp_path, capsys,
     ckpt = published_affnet(source, tmp_path / "psa_ourbest_fold0_affnet.pth", data_parallel)
     assert cli_main(["check_weights", "--kind", "aff", "--width", str(WIDTH), "--weights", str(ckpt)]) == 0
     assert "AffinityNet" in capsys.readouterr().out
-    from retab.stages.common import load_trained_weights
+    from retab.engines.stage_support import load_trained_weights
     model = build_model("aff", WIDTH)
     load_trained_weights(model, ckpt)
     expected = torch.load(source, weights_only=True)

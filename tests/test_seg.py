@@ -19,13 +19,13 @@ from retab import voc
 from retab.data import SegTrainDataset
 from retab.data import transforms as T
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_label_png
+from retab.voc import save_label_png
 from retab.models import build_model
 from retab.models.segmentation import ASPP_RATES, SegmentationNet, segmentation_loss
 from retab.models.weights import save_checkpoint
 from retab.optim import param_groups
 from retab.stages import infer_seg, train_seg
-from retab.stages.common import load_initial_weights
+from retab.engines.stage_support import load_initial_weights
 from retab.stages.train_seg import gt_names_for
 
 WIDTH = 0.0625

@@ -21,7 +21,8 @@ from torch import nn
 from retab import voc
 from retab.cli import main as cli_main
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_label_png, save_npy
+from retab.misc.fileio import load_score_dict, save_npy
+from retab.voc import save_label_png
 from retab.misc.outputs import check_writable
 from retab.misc.safe_pickle import load_npy
 from retab.optim import make_optimizer, param_groups
@@ -29,7 +30,7 @@ from retab.stages.convert_cams import load_irn_dict
 from retab.data.datasets import load_score_stack
 from retab.models import build_model
 from retab.models.weights import load_state_dict_checked, load_weights, save_checkpoint
-from retab.training import TrainConfig, get_rng_state, set_rng_state, train
+from retab.engines.training import TrainConfig, get_rng_state, set_rng_state, train
 from helpers import copy_driver, stop_at
 from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_tree, size_of, stripes,
                                walk_args, write_targets)
@@ -263,7 +264,7 @@ def test_infer_cls_refuses_non_finite_cams_of_a_picture(tiny, tmp_path, capsys, 
 
 
 def test_walk_refuses_non_finite_features_and_score_maps(tiny, tmp_path, capsys, monkeypatch):
-    from retab import walk_inference
+    from retab.engines import walk_inference
 
     names = TRAIN_AUG[:2]
     targets = write_targets(tmp_path / "targets", names, stripes)

@@ -9,7 +9,7 @@
         --cam_dir psa/out/psa_trainaug_cam --crf_alphas 4,32 0.5,4
     python tools/walk_diagnostics.py training_pairs --voc12_root VOC2012 --list voc12/train_aug.txt \\
         --list_dir voc12 --la_crf_dir psa/out/psa_trainaug_crf_0.5 --ha_crf_dir psa/out/psa_trainaug_crf_4.0 \\
-        --target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8 --crop_size 128
+        --boundary_target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8 --crop_size 128
 
 `ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
 `affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
@@ -37,10 +37,10 @@ from tqdm import tqdm
 from retab import diagnostics
 from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
-from retab.misc.args import add_grid_sampling_arg
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
-from retab.stages.evaluation import load_gt, summary_line
+from retab.engines.evaluation import load_gt, summary_line
+from retab.engines.stage_support import add_grid_sampling_arg
 from retab.voc import novel_labels, read_name_list
 
 
@@ -63,8 +63,8 @@ def print_scores(what: str, conf: np.ndarray, fold: int) -> None:
 
 
 def affinity_auc(args, names) -> None:
-    from retab.stages.common import load_inference_model
-    from retab.walk_inference import affinity_features
+    from retab.engines.stage_support import load_inference_model
+    from retab.engines.walk_inference import affinity_features
 
     model, device = load_inference_model("aff", args.weights, args.width, args.device, backbone=args.backbone)
     novel = novel_labels(args.fold)
@@ -127,7 +127,7 @@ def crf_label_quality(args, names) -> None:
 
 def training_pair_counts(args, names) -> None:
     from retab.data.datasets import AffinityTrainDataset
-    from retab.stages.make_splits import fold_list
+    from retab.voc import fold_list
 
     base = set(read_name_list(fold_list(args.list_dir, args.fold, "base"))) & set(names)
     groups = {"base": [n for n in names if n in base], "novel": [n for n in names if n not in base]}
@@ -138,7 +138,7 @@ def training_pair_counts(args, names) -> None:
         ("PSA", "base"): AffinityTrainDataset(groups["base"], **common),
         ("PSA", "novel"): AffinityTrainDataset(groups["novel"], **common),
         ("RETAB", "base"): AffinityTrainDataset(groups["base"], base_names=base, **retab),
-        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], target_dir=args.target_dir, **retab),
+        ("RETAB", "novel"): AffinityTrainDataset(groups["novel"], boundary_target_dir=args.boundary_target_dir, **retab),
     }
     totals = {key: dict.fromkeys(diagnostics.PAIR_KINDS, 0) for key in labellings}
     for key, dataset in labellings.items():
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--crf_alphas", nargs="+", default=["4,32"], help="LA,HA pairs (crf_labels)")
     p.add_argument("--la_crf_dir", help="la CRF dicts (training_pairs)")
     p.add_argument("--ha_crf_dir", help="ha CRF dicts (training_pairs)")
-    p.add_argument("--target_dir", help="boundary target maps; none: RETAB's novel labels unmasked (training_pairs)")
+    p.add_argument("--boundary_target_dir", help="boundary target maps; none: RETAB's novel labels unmasked (training_pairs)")
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (training_pairs)")
     p.add_argument("--crop_size", type=int, default=448, help="affinity training crop (training_pairs)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of crops (training_pairs)")

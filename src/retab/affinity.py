@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from retab.published import AFFINITY_RADIUS
 from retab.voc import IGNORE
 
 NEG_EPS = 1e-5  # the published 1e-5 inside the logarithms and added to the pair counts
 
 
-def neighbour_offsets(radius: int = 5) -> list[tuple[int, int]]:
+def neighbour_offsets(radius: int = AFFINITY_RADIUS) -> list[tuple[int, int]]:
     """Half neighbourhood (dy, dx): (0, 1..r-1), then rows dy = 1..r-1 with dx = -(r-1)..r-1 and dy^2+dx^2 < r^2.
 
     34 offsets for r = 5; none for r <= 1.
@@ -31,7 +32,7 @@ def neighbour_offsets(radius: int = 5) -> list[tuple[int, int]]:
     return offsets
 
 
-def position_window(h: int, w: int, radius: int = 5) -> tuple[int, int]:
+def position_window(h: int, w: int, radius: int = AFFINITY_RADIUS) -> tuple[int, int]:
     """(rows, columns) of the window of p: h - (r-1) rows from the top, w - 2(r-1) columns from column r-1.
 
     Either is 0 when the grid is too small (then there are no pairs).
@@ -54,13 +55,13 @@ def _offset_windows(h: int, w: int, radius: int):
     return windows
 
 
-def pair_count(h: int, w: int, radius: int = 5) -> int:
+def pair_count(h: int, w: int, radius: int = AFFINITY_RADIUS) -> int:
     """Number of pairs on an h x w grid (0 when the grid is too small)."""
     rows, cols = position_window(h, w, radius)
     return len(neighbour_offsets(radius)) * rows * cols if rows and cols else 0
 
 
-def pair_indices(h: int, w: int, radius: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def pair_indices(h: int, w: int, radius: int = AFFINITY_RADIUS) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices (int64) into the h*w grid of p (`ind_from`) and q (`ind_to`), in offset-major pair order."""
     flat = np.arange(h * w, dtype=np.int64).reshape(h, w)
     windows = _offset_windows(h, w, radius)
@@ -72,7 +73,7 @@ def pair_indices(h: int, w: int, radius: int = 5) -> tuple[np.ndarray, np.ndarra
     return ind_from, ind_to
 
 
-def pair_affinities(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
+def pair_affinities(features: torch.Tensor, radius: int = AFFINITY_RADIUS) -> torch.Tensor:
     """features [B, C, h, w] -> affinities [B, n_pairs] (offset-major), a_pq = exp(-mean_c |f_p - f_q|).
 
     Computed window by window (no index gather), differentiable; used by training and by the walk.
@@ -100,7 +101,7 @@ def pair_affinities(features: torch.Tensor, radius: int = 5) -> torch.Tensor:
     return torch.cat(per_offset, dim=1)
 
 
-def affinity_labels(label_grid: np.ndarray, radius: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def affinity_labels(label_grid: np.ndarray, radius: int = AFFINITY_RADIUS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label grid (uint8 [h, w], 0 background, 255 ignore) -> float32 0/1 vectors (bg_pos, fg_pos, neg) [n_pairs].
 
     Positive background: equal labels, both 0. Positive foreground: equal labels, not 0, both < 255.
@@ -146,3 +147,16 @@ def affinity_loss(aff: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(values.dtype)
     return (values * mask).sum() / (mask.sum() + NEG_EPS)
+
+
+def make_affinity_step(radius: int = AFFINITY_RADIUS):
+    """step_fn of the affinity trainings: features -> pair affinities -> affinity_loss."""
+
+    def affinity_step(model, batch, device):
+        images, (bg_pos, fg_pos, neg) = batch
+        features = model(images.to(device, non_blocking=True))
+        aff = pair_affinities(features, radius)
+        loss, terms = affinity_loss(aff, bg_pos.to(device), fg_pos.to(device), neg.to(device))
+        return loss, {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+
+    return affinity_step

@@ -6,8 +6,9 @@ from typing import Sequence
 import numpy as np
 
 from retab.misc.errors import RetabError
+from retab.published import CRF_HIGH_ALPHA, CRF_LOW_ALPHA
 
-CRF_ALPHAS = (4, 32)  # "la" (low alpha) and "ha" (high alpha)
+CRF_ALPHAS = (CRF_LOW_ALPHA, CRF_HIGH_ALPHA)  # "la" (low alpha) and "ha" (high alpha)
 # Probabilities are clipped to this before the log, so a zero score costs a finite energy.
 PROB_FLOOR = 1e-5
 

@@ -1,6 +1,6 @@
 """Upper bounds and probes for the random walks, measured against the ground truth.
 
-They answer "what limits the walk's labels here?" (docs/mini_voc_measurements.md) for one image at a
+They answer "what limits the walk's labels here?" (docs/measurements.md) for one image at a
 time; the callers sum the confusions over a list (`tools/walk_diagnostics.py`):
 
 - `grid_ceiling_labels`: the GT itself pooled to the 8-px feature grid and upsampled the walk's way:
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from retab.affinity import affinity_labels, pair_affinities, pair_indices
-from retab.random_walk import (GRID_STRIDE, downsample_scores, grid_size, labels_from_scores, pad_to_multiple,
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE, WALK_ALPHA, WALK_BETA, WALK_LOGT
+from retab.random_walk import (downsample_scores, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, stage1_labels, stage1_scores, upsample_scores)
 from retab.voc import IGNORE, NUM_LABELS
 
@@ -43,10 +44,10 @@ def _cell_centre_labels(gt: np.ndarray, outside: str = "ignore") -> np.ndarray:
     (retab.data.transforms.nearest_resize, the published labels): a stride-8 feature describes the
     cell around it, so the centre is the fairer reference for measuring it."""
     gh, gw = grid_size(*gt.shape)
-    pad = ((0, gh * GRID_STRIDE - gt.shape[0]), (0, gw * GRID_STRIDE - gt.shape[1]))
+    pad = ((0, gh * FEATURE_STRIDE - gt.shape[0]), (0, gw * FEATURE_STRIDE - gt.shape[1]))
     padded = np.pad(gt, pad, mode="edge") if outside == "edge" else np.pad(gt, pad, constant_values=IGNORE)
-    centre = GRID_STRIDE // 2
-    return padded[centre::GRID_STRIDE, centre::GRID_STRIDE]
+    centre = FEATURE_STRIDE // 2
+    return padded[centre::FEATURE_STRIDE, centre::FEATURE_STRIDE]
 
 
 def _fill_ignored(gt: np.ndarray) -> np.ndarray:
@@ -82,8 +83,8 @@ def perfect_affinity_features(gt: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(one_hot * PERFECT_FEATURE_SCALE)
 
 
-def perfect_affinity_labels(cam_dict: dict, gt: np.ndarray, alpha: float = 16, beta: float = 8,
-                            logt: int = 8) -> np.ndarray:
+def perfect_affinity_labels(cam_dict: dict, gt: np.ndarray, alpha: float = WALK_ALPHA, beta: float = WALK_BETA,
+                            logt: int = WALK_LOGT) -> np.ndarray:
     """Labels (H, W) of PSA's walk over the CAM dict with the perfect affinity of `gt`."""
     height, width = gt.shape
     scores = stage1_scores(cam_dict, height, width, alpha)
@@ -92,7 +93,7 @@ def perfect_affinity_labels(cam_dict: dict, gt: np.ndarray, alpha: float = 16, b
     return labels_from_scores(walked)
 
 
-def pair_label_agreement(features: torch.Tensor, gt: np.ndarray, radius: int = 5):
+def pair_label_agreement(features: torch.Tensor, gt: np.ndarray, radius: int = AFFINITY_RADIUS):
     """(affinities, same, labels_from, labels_to) of the walk's pairs of one image: the affinity
     exp(-mean |f_p - f_q|) of each pair, whether the GT labels at the two cell centres agree, and
     those labels; pairs with an ignored (255) end are left out."""
@@ -133,7 +134,7 @@ def label_grid_counts(grid: np.ndarray, gt_grid: np.ndarray) -> dict[str, int]:
             "gt_fg_cells": int((known & (gt_grid != 0)).sum())}
 
 
-def cell_majority_labels(gt: np.ndarray, stride: int = GRID_STRIDE) -> np.ndarray:
+def cell_majority_labels(gt: np.ndarray, stride: int = FEATURE_STRIDE) -> np.ndarray:
     """The most frequent label of each stride x stride cell (uint8 [H // stride, W // stride]),
     255 pixels not counted, 255 where a cell has no other pixel; ties go to the smaller label.
     The grid is the affinity trainings' (a remainder below `stride` is dropped)."""
@@ -154,13 +155,13 @@ def _kind_counts(pair_labels) -> dict[str, int]:
     return {kind: int((pairs > 0).sum()) for kind, pairs in zip(PAIR_KINDS, pair_labels)}
 
 
-def taught_pairs(grid: np.ndarray, radius: int = 5) -> dict[str, int]:
+def taught_pairs(grid: np.ndarray, radius: int = AFFINITY_RADIUS) -> dict[str, int]:
     """How many pairs of each kind (positive background, positive foreground, negative) an affinity
     training's label grid teaches."""
     return _kind_counts(affinity_labels(grid, radius))
 
 
-def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = 5) -> dict[str, int]:
+def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = AFFINITY_RADIUS) -> dict[str, int]:
     """Counts of the affinity pairs a training label grid teaches against a reference grid of the
     same cells: for each kind (positive background, positive foreground, negative) how many pairs
     the grid labels so and how many of them the reference labels the same way ("<kind>_right");

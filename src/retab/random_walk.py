@@ -14,7 +14,7 @@ Modes (which pairs of the radius neighbourhood enter A; `nonboundary` is True wh
   for every pair with exactly one boundary end.
 All add the identity; T = A ** beta / column sums; propagated scores = scores @ T ** (2 ** logt).
 
-`dense_random_walk_reference` is the straightforward dense version, for tests and the benchmark.
+The straightforward dense version, for the tests and the benchmark, is tests/dense_walk.py.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retab.affinity import neighbour_offsets, pair_affinities, pair_indices
+from retab.affinity import pair_affinities, pair_indices
 from retab.data.transforms import nearest_resize
 from retab.misc.errors import RetabError
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE, WALK_ALPHA, WALK_BETA, WALK_LOGT
 from retab.score_format import check_cam_peak
 from retab.voc import NUM_CLASSES, NUM_LABELS
 
-GRID_STRIDE = 8  # the backbone's output stride: one grid cell per 8 x 8 pixels
 MODES = ("psa", "stage1", "stage2")
 SMALL_GRID_SIDE = 11  # below this shorter grid side, RETAB shrinks the radius
 
@@ -51,7 +51,7 @@ def _check_map(value, height: int, width: int, what: str) -> tuple[np.ndarray, f
     return arr, float(high)
 
 
-def stage1_scores(cam_dict: dict, height: int, width: int, alpha: float = 16,
+def stage1_scores(cam_dict: dict, height: int, width: int, alpha: float = WALK_ALPHA,
                   source: str = "CAM dict") -> np.ndarray:
     """CAM dict {class 0..19: HxW} -> float32 (21, H, W): channel k+1 = CAM k, channel 0 = (1 - max CAM) ** alpha.
 
@@ -101,10 +101,10 @@ def score_dict(scores: np.ndarray, keys) -> dict[int, np.ndarray]:
 
 def grid_size(height: int, width: int) -> tuple[int, int]:
     """Feature grid of an H x W image: (ceil(H/8), ceil(W/8))."""
-    return math.ceil(height / GRID_STRIDE), math.ceil(width / GRID_STRIDE)
+    return math.ceil(height / FEATURE_STRIDE), math.ceil(width / FEATURE_STRIDE)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = GRID_STRIDE) -> torch.Tensor:
+def pad_to_multiple(x: torch.Tensor, multiple: int = FEATURE_STRIDE) -> torch.Tensor:
     """Zero-pad the last two dims (bottom, right) of x [..., H, W] up to multiples of `multiple`."""
     h, w = x.shape[-2:]
     pad_h = -h % multiple
@@ -114,13 +114,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = GRID_STRIDE) -> torch.Tenso
 
 def downsample_scores(x: torch.Tensor) -> torch.Tensor:
     """x [C, H, W] (H, W multiples of 8) -> [C, H/8, W/8] by 8x8 average pooling."""
-    return F.avg_pool2d(x.unsqueeze(0), kernel_size=GRID_STRIDE, stride=GRID_STRIDE).squeeze(0)
+    return F.avg_pool2d(x.unsqueeze(0), kernel_size=FEATURE_STRIDE, stride=FEATURE_STRIDE).squeeze(0)
 
 
 def upsample_scores(grid_scores: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[C, gh, gw] -> [C, H, W]: bilinear (align_corners=False) to the padded size 8gh x 8gw, then crop."""
     gh, gw = grid_scores.shape[-2:]
-    up = F.interpolate(grid_scores.unsqueeze(0), size=(gh * GRID_STRIDE, gw * GRID_STRIDE),
+    up = F.interpolate(grid_scores.unsqueeze(0), size=(gh * FEATURE_STRIDE, gw * FEATURE_STRIDE),
                        mode="bilinear", align_corners=False)
     return up[0, :, :height, :width]
 
@@ -134,13 +134,13 @@ def boundary_grid(target_map: np.ndarray, grid_h: int, grid_w: int, sampling: st
     return nearest_resize(np.asarray(target_map) != 0, grid_h, grid_w, sampling)
 
 
-def walk_radius(grid_h: int, grid_w: int, radius: int = 5) -> int:
+def walk_radius(grid_h: int, grid_w: int, radius: int = AFFINITY_RADIUS) -> int:
     """RETAB's radius: (shorter side - 1) // 2 when the shorter grid side is below 11, else `radius`."""
     shorter = min(grid_h, grid_w)
     return (shorter - 1) // 2 if shorter < SMALL_GRID_SIDE else radius
 
 
-def mode_radius(mode: str, grid_h: int, grid_w: int, radius: int = 5) -> int:
+def mode_radius(mode: str, grid_h: int, grid_w: int, radius: int = AFFINITY_RADIUS) -> int:
     """The radius a mode walks with: PSA keeps `radius` always (SPEC 3), the RETAB stages use `walk_radius`."""
     _check_mode(mode)
     return radius if mode == "psa" else walk_radius(grid_h, grid_w, radius)
@@ -184,7 +184,7 @@ def _as_bool_vector(mask, device) -> torch.Tensor:
 
 
 def transition_matrix(aff_values: torch.Tensor, ind_from, ind_to, n: int, mode: str = "psa",
-                      nonboundary=None, beta: float = 8) -> torch.Tensor:
+                      nonboundary=None, beta: float = WALK_BETA) -> torch.Tensor:
     """Sparse column-stochastic T (n x n, coalesced COO, on aff_values' device) = A**beta / column sums.
 
     aff_values [P]: affinity of pair (ind_from[i], ind_to[i]) (flat grid indices, each unordered pair
@@ -215,7 +215,7 @@ def transition_matrix(aff_values: torch.Tensor, ind_from, ind_to, n: int, mode: 
     return matrix.coalesce()
 
 
-def propagate(scores: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:
+def propagate(scores: torch.Tensor, transition: torch.Tensor, logt: int = WALK_LOGT) -> torch.Tensor:
     """scores [C, N] @ T ** (2 ** logt), as 2 ** logt sparse products: x <- T^t x with x = scores^t [N, C].
 
     Row-major CSR of T^t times a thin dense matrix is the fast orientation of torch's sparse kernels.
@@ -264,7 +264,7 @@ def _pooled(scores: np.ndarray, labels: list[int], device, dtype) -> torch.Tenso
 
 @torch.no_grad()
 def random_walk(features: torch.Tensor, scores: np.ndarray, present_labels, mode: str,
-                nonboundary_grid=None, beta: float = 8, logt: int = 8, radius: int = 5,
+                nonboundary_grid=None, beta: float = WALK_BETA, logt: int = WALK_LOGT, radius: int = AFFINITY_RADIUS,
                 dtype: torch.dtype = torch.float64) -> np.ndarray:
     """One image: features [C, gh, gw] (gh, gw = ceil(H/8), ceil(W/8)), scores (21, H, W) -> (21, H, W) float32.
 
@@ -290,82 +290,3 @@ def random_walk(features: torch.Tensor, scores: np.ndarray, present_labels, mode
     out = np.zeros((NUM_LABELS, height, width), dtype=np.float32)
     out[labels] = upsample_scores(walked, height, width).cpu().numpy()
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Dense reference
-# ----------------------------------------------------------------------------------------------
-
-def _dense_pair_mask(gh: int, gw: int, radius: int, device) -> torch.Tensor:
-    """Bool [N, N]: M[p, q] = (p, q) is a pair, from coordinates alone (independent of `pair_indices`)."""
-    ys = torch.arange(gh, device=device, dtype=torch.int16).repeat_interleave(gw)
-    xs = torch.arange(gw, device=device, dtype=torch.int16).repeat(gh)
-    dy = ys[None, :] - ys[:, None]  # q - p
-    dx = xs[None, :] - xs[:, None]
-    in_half = torch.zeros_like(dy, dtype=torch.bool)
-    for ody, odx in neighbour_offsets(radius):
-        in_half |= (dy == ody) & (dx == odx)
-    del dy, dx
-    border = radius - 1
-    p_in_window = (ys <= gh - 1 - border) & (xs >= border) & (xs <= gw - 1 - border)
-    return in_half & p_in_window[:, None]
-
-
-def _dense_affinities(features: torch.Tensor, mask: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
-    """Dense [N, N] matrix with exp(-mean_c |f_p - f_q|) where mask[p, q], 0 elsewhere."""
-    flat = features.reshape(features.shape[0], -1)
-    dense = torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device)
-    p_idx, q_idx = mask.nonzero(as_tuple=True)
-    for start in range(0, p_idx.numel(), chunk):
-        p, q = p_idx[start:start + chunk], q_idx[start:start + chunk]
-        dense[p, q] = torch.exp(-(flat[:, p] - flat[:, q]).abs().mean(dim=0))
-    return dense
-
-
-def _dense_adjacency(pair_aff: torch.Tensor, mode: str, nonboundary: torch.Tensor) -> torch.Tensor:
-    """A from the dense pair affinities D[p, q] (p -> q in the half neighbourhood), plus the identity."""
-    nb = nonboundary
-    if mode == "psa":
-        half = pair_aff
-        adjacency = half + half.t()
-    elif mode == "stage1":
-        half = pair_aff * (nb[:, None] & nb[None, :])
-        adjacency = half + half.t()
-    else:
-        half = pair_aff * (~nb[:, None] & ~nb[None, :])
-        p_nonboundary_q_boundary = pair_aff * (nb[:, None] & ~nb[None, :])  # entry A[p, q]
-        p_boundary_q_nonboundary = pair_aff * (~nb[:, None] & nb[None, :])  # entry A[q, p]
-        adjacency = half + half.t() + p_nonboundary_q_boundary + p_boundary_q_nonboundary.t()
-    return adjacency + torch.eye(adjacency.shape[0], dtype=adjacency.dtype, device=adjacency.device)
-
-
-@torch.no_grad()
-def dense_random_walk_reference(features: torch.Tensor, scores: np.ndarray, present_labels, mode: str,
-                                nonboundary_grid=None, beta: float = 8, logt: int = 8, radius: int = 5,
-                                dtype: torch.dtype = torch.float64) -> np.ndarray:
-    """SPEC 4 written out densely: dense A, A ** beta, column normalisation, T ** (2 ** logt) by
-    torch.linalg.matrix_power (repeated squaring), scores (all 21 channels) @ T. Same inputs and
-    output as `random_walk`; memory O(N^2), time O(logt N^3). For tests and the benchmark only.
-    """
-    scores = np.asarray(scores)
-    height, width = scores.shape[1:]
-    gh, gw = _check_walk_inputs(features, scores, mode, nonboundary_grid)
-    labels = _walk_labels(present_labels)
-    device = features.device
-    n = gh * gw
-    kept = np.zeros_like(scores)
-    kept[labels] = scores[labels]
-    grid_scores = _pooled(kept, list(range(NUM_LABELS)), device, dtype).reshape(NUM_LABELS, n)
-
-    walk_r = mode_radius(mode, gh, gw, radius)
-    pair_aff = _dense_affinities(features.to(dtype), _dense_pair_mask(gh, gw, walk_r, device))
-    if mode == "psa":
-        nonboundary = torch.ones(n, dtype=torch.bool, device=device)
-    else:
-        nonboundary = _as_bool_vector(nonboundary_grid, device)
-    transition = _dense_adjacency(pair_aff, mode, nonboundary) ** beta
-    del pair_aff
-    transition = transition / transition.sum(dim=0, keepdim=True)
-    transition = torch.linalg.matrix_power(transition, 2 ** logt)
-    walked = (grid_scores @ transition).reshape(NUM_LABELS, gh, gw)
-    return upsample_scores(walked, height, width).cpu().numpy()

@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from retab.misc.errors import RetabError
+from retab.misc.fileio import load_pickled_dict, save_palette_png
+from retab.misc.progress import progress
 
 CATEGORIES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -44,6 +46,11 @@ def voc_palette() -> list[int]:
 
 # ----------------------------------------------------------------------------- folds
 
+def save_label_png(path, labels: np.ndarray) -> None:
+    """8-bit palette PNG with the VOC colour map; the stored values are the labels."""
+    save_palette_png(path, labels, voc_palette())
+
+
 def check_fold(fold: int) -> int:
     if fold not in range(NUM_FOLDS):
         raise RetabError(f"fold must be one of 0..{NUM_FOLDS - 1}, got {fold!r}")
@@ -68,6 +75,22 @@ def is_novel_mask(mask: np.ndarray, fold: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- list files
+
+def fold_list_path(list_dir, fold: int, part: str, ext: str = ".txt") -> Path:
+    """`trainaug_fold{F}_{base|novel}{ext}` inside a list folder."""
+    return Path(list_dir) / f"trainaug_fold{fold}_{part}{ext}"
+
+
+def fold_list(list_dir, fold: int, part: str) -> Path:
+    """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
+    check_fold(fold)
+    candidates = [fold_list_path(list_dir, fold, part, ext) for ext in (".txt", ".npy")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise RetabError(f"{candidates[0]}: fold {fold} {part} list not found (nor {candidates[1].name}); "
+                     f"derive the lists with `retab make_splits --voc12_root VOC2012 --out_dir {list_dir}`")
+
 
 def name_from_list_line(line: str) -> str | None:
     """`2007_000032` or `/JPEGImages/2007_000032.jpg /SegmentationClassAug/...png` -> name."""
@@ -170,6 +193,16 @@ def load_gt_mask(path) -> np.ndarray:
     return check_label_values(load_label_png(path), path)
 
 
+def check_gt_masks(names, voc_root) -> None:
+    """Fail before training (not in a loader worker) when a GT mask is missing or holds a value
+    that is no label (load_gt_mask, the check of every stage)."""
+    for name in progress(names, desc="checking GT masks", leave=False, disable=len(names) < 500):
+        path = mask_path(voc_root, name)
+        if not path.is_file():
+            raise RetabError(f"{path}: GT mask of the base sample {name} not found")
+        load_gt_mask(path)
+
+
 def labels_from_xml(path) -> np.ndarray:
     """Image-level labels: float32[20] with 1 for every `<object><name>` in the annotation."""
     path = Path(path)
@@ -190,7 +223,6 @@ def labels_from_xml(path) -> np.ndarray:
 
 def load_cls_labels(path) -> dict[str, np.ndarray]:
     """The published `cls_labels.npy`: a pickled dict name -> float32[20]."""
-    from retab.misc.fileio import load_pickled_dict  # here: fileio imports this module
 
     obj = load_pickled_dict(path, "cls_labels dict", "name -> float32[20]")
     return {str(k): np.asarray(v, np.float32) for k, v in obj.items()}

@@ -17,7 +17,6 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from retab import voc
 from retab.data.transforms import (
@@ -30,11 +29,13 @@ from retab.data.transforms import (
     random_resize_long,
     sample_rng,
 )
+from retab.affinity import affinity_labels
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
 from retab.score_format import check_keys, dict_keys
+from retab.misc.progress import progress
 
-LABEL_STRIDE = 8  # output stride of ResNet-38: affinity labels live on the 1/8 grid
 NO_SCORE = 1e-5  # pooled scores all below this: the cell lies in the crop's padding
 BASE_PAD_LABEL = 0  # published: the joint crop pads GT masks with 0 (background), as in SPEC 4
 TARGET_PAD = 0  # published quirk: target maps are masked before the crop, so padding is boundary (both samplings)
@@ -74,9 +75,9 @@ def load_score_stack(path: Path, size_hw: tuple[int, int], labels=None) -> tuple
     return keys, np.stack([maps[k] for k in keys], axis=-1)
 
 
-def load_target_for(target_dir, name: str, size_hw: tuple[int, int]) -> np.ndarray:
+def load_target_for(boundary_target_dir, name: str, size_hw: tuple[int, int]) -> np.ndarray:
     """A boundary target map (255 non-boundary, 0 boundary) checked against the image size."""
-    path = Path(target_dir) / f"{name}.png"
+    path = Path(boundary_target_dir) / f"{name}.png"
     target = voc.load_label_png(path)
     if target.shape != size_hw:
         raise RetabError(f"{path}: target map is {target.shape[1]}x{target.shape[0]} but the image "
@@ -110,7 +111,7 @@ def _stack_dict(scores: Mapping[int, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 def novel_label_grid(la_crop: Mapping[int, np.ndarray], ha_crop: Mapping[int, np.ndarray],
                      target_crop: np.ndarray | None = None,
-                     stride: int = LABEL_STRIDE, sampling: str = "nearest") -> np.ndarray:
+                     stride: int = FEATURE_STRIDE, sampling: str = "nearest") -> np.ndarray:
     """A novel sample's label grid from its cropped (and flipped) la / ha CRF maps.
 
     la_crop / ha_crop: {label value: HxW score map}, key 0 = background. Scores are stride x stride
@@ -257,14 +258,14 @@ class BoundaryTrainDataset(SeededTrainDataset):
 # ----------------------------------------------------------------------------- affinity
 
 class AffinityTrainDataset(SeededTrainDataset):
-    """train_affmixed_boundary (SPEC 4), and train_aff (SPEC 3) with base_names empty, no target_dir.
+    """train_affmixed_boundary (SPEC 4), and train_aff (SPEC 3) with base_names empty, no boundary_target_dir.
 
     -> (image float32 [3, crop, crop], (bg_pos, fg_pos, neg)) from `retab.affinity.affinity_labels`
     on the (crop/8 x crop/8) label grid. Base samples (name in base_names) use their GT mask,
     cropped with canvas `base_pad_label` (default 0 = background, the published joint crop; 255
     would make the padding ignored instead). Novel samples use their la / ha CRF dicts
-    ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with target_dir, the boundary target map
-    {target_dir}/{name}.png, canvas TARGET_PAD = 0 (boundary, as published): a cell whose sampled
+    ({crf_la_dir,crf_ha_dir}/{name}.npy, canvas 0) and, with boundary_target_dir, the boundary target map
+    {boundary_target_dir}/{name}.png, canvas TARGET_PAD = 0 (boundary, as published): a cell whose sampled
     pixel lies in the padding is 255 even when part of it is picture, which the no-score rule (cells
     entirely in the padding) alone would keep. `grid_sampling` is how the GT masks and target maps
     are sampled onto the grid (transforms.GRID_SAMPLINGS; published "nearest": each cell's top-left
@@ -274,7 +275,7 @@ class AffinityTrainDataset(SeededTrainDataset):
     """
 
     def __init__(self, names, voc_root, crf_la_dir, crf_ha_dir, base_names=frozenset(),
-                 target_dir=None, crop_size: int = 448, radius: int = 5, seed: int = 0,
+                 boundary_target_dir=None, crop_size: int = 448, radius: int = AFFINITY_RADIUS, seed: int = 0,
                  jitter: ColorJitter = DEFAULT_JITTER, base_pad_label: int = BASE_PAD_LABEL,
                  grid_sampling: str = "nearest", image_labels: Mapping | None = None):
         super().__init__(names, voc_root, seed)
@@ -282,8 +283,8 @@ class AffinityTrainDataset(SeededTrainDataset):
         self.crf_la_dir = Path(crf_la_dir)
         self.crf_ha_dir = Path(crf_ha_dir)
         self.base_names = frozenset(base_names)
-        self.target_dir = None if target_dir is None else Path(target_dir)
-        self.crop_size = _check_crop_size(crop_size, LABEL_STRIDE)
+        self.boundary_target_dir = None if boundary_target_dir is None else Path(boundary_target_dir)
+        self.crop_size = _check_crop_size(crop_size, FEATURE_STRIDE)
         self.radius = int(radius)
         self.jitter = jitter
         self.base_pad_label = int(base_pad_label)
@@ -291,7 +292,7 @@ class AffinityTrainDataset(SeededTrainDataset):
 
     @property
     def grid_shape(self) -> tuple[int, int]:
-        return self.crop_size // LABEL_STRIDE, self.crop_size // LABEL_STRIDE
+        return self.crop_size // FEATURE_STRIDE, self.crop_size // FEATURE_STRIDE
 
     def sample_with_grid(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(normalised CHW image crop, uint8 label grid) of one sample; the affinity pairs come after."""
@@ -308,17 +309,15 @@ class AffinityTrainDataset(SeededTrainDataset):
         la_keys, la = load_score_stack(self.crf_la_dir / f"{name}.npy", size_hw, classes)
         ha_keys, ha = load_score_stack(self.crf_ha_dir / f"{name}.npy", size_hw, classes)
         labels = [(la, 0.0), (ha, 0.0)]
-        if self.target_dir is not None:
-            labels.append((load_target_for(self.target_dir, name, size_hw), TARGET_PAD))
+        if self.boundary_target_dir is not None:
+            labels.append((load_target_for(self.boundary_target_dir, name, size_hw), TARGET_PAD))
         image, crops = augment_with_labels(img, rng, self.crop_size, labels, self.jitter)
         la_crop = {k: crops[0][..., i] for i, k in enumerate(la_keys)}
         ha_crop = {k: crops[1][..., i] for i, k in enumerate(ha_keys)}
-        target_crop = crops[2] if self.target_dir is not None else None
+        target_crop = crops[2] if self.boundary_target_dir is not None else None
         return image, novel_label_grid(la_crop, ha_crop, target_crop, sampling=self.grid_sampling)
 
     def __getitem__(self, index: int):
-        from retab.affinity import affinity_labels  # written beside this module; imported late
-
         image, grid = self.sample_with_grid(index)
         pairs = affinity_labels(grid, radius=self.radius)
         return torch.from_numpy(image), tuple(torch.from_numpy(np.asarray(p, np.float32)) for p in pairs)
@@ -367,7 +366,7 @@ class SegTrainDataset(SeededTrainDataset):
 
     def check_label_files(self) -> None:
         """Every label file exists and holds labels only (voc.load_gt_mask), before any training."""
-        for name in tqdm(self.names, desc="checking label maps", leave=False, disable=len(self.names) < 500):
+        for name in progress(self.names, desc="checking label maps", leave=False, disable=len(self.names) < 500):
             path = self.label_path(name)
             if not path.is_file():
                 what = "GT mask" if self.uses_gt(name) else "pseudo label"

@@ -213,7 +213,7 @@ def apply_crop(arr: np.ndarray, box: CropBox, fill=0) -> np.ndarray:
 # published one (SPEC 4): cell i takes pixel floor(i * in / out), the cell's top-left pixel.
 # "nearest-exact" (PyTorch's corrected mode) takes floor((i + 0.5) * in / out), the cell's centre.
 # The CAMs and CRF labels are averaged over each cell and the walks upsample their grids as cell
-# centres, so the published labels sit half a cell up and left of them (see docs/mini_voc_measurements.md).
+# centres, so the published labels sit half a cell up and left of them (see docs/measurements.md).
 GRID_SAMPLINGS = ("nearest", "nearest-exact")
 
 

@@ -5,7 +5,7 @@ starts N copies of a stage with RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR
 their environment. Without those variables every function here describes a single process, and
 the stages run exactly as they always did.
 
-Training (retab.training): `setup_process(..., process_group=True)` joins the process group
+Training (retab.engines.training): `setup_process(..., process_group=True)` joins the process group
 (gloo on the CPU, nccl on CUDA, or --dist_backend); the model is wrapped in
 DistributedDataParallel (`wrap_model`); `ShardedBatchSampler` splits every global batch of the
 single-process run into one contiguous part per process, so that the averaged gradient is the
@@ -217,7 +217,7 @@ def per_process_batch(global_batch: int, world_size: int | None = None) -> int:
 
 
 def single_process_order(n: int, seed: int) -> list[int]:
-    """The sample order of one epoch of the single-process run: what retab.training.make_loader's
+    """The sample order of one epoch of the single-process run: what retab.engines.training.make_loader's
     DataLoader (shuffle, its generator seeded with `seed`) visits. Found by running such a
     DataLoader over the indices, so that it follows that DataLoader's use of its generator."""
     import torch

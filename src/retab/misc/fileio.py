@@ -15,7 +15,6 @@ from PIL import Image
 
 from retab.misc.errors import RetabError
 from retab.misc.safe_pickle import load_npy
-from retab.voc import voc_palette
 
 log = logging.getLogger("retab")
 
@@ -111,13 +110,13 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def save_label_png(path, labels: np.ndarray) -> None:
-    """8-bit palette PNG with the VOC colour map; the stored values are the labels."""
+def save_palette_png(path, labels: np.ndarray, palette: list[int]) -> None:
+    """8-bit palette PNG (768 palette values); the stored values are the labels."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise RetabError(f"{path}: label map must be 2-D, got shape {labels.shape}")
     img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(voc_palette())
+    img.putpalette(palette)
     write_bytes(path, _png_bytes(img))
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from retab.misc.args import add_runtime_args
 from retab.models import MODEL_FACTORIES, build_model
-from retab.stages.common import load_trained_weights
+from retab.engines.stage_support import add_runtime_args, load_trained_weights
 
 
 def build_parser() -> argparse.ArgumentParser:

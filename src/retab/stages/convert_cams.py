@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from retab import voc
 from retab.misc.args import setup_logging
@@ -39,6 +38,7 @@ from retab.misc.fileio import load_score_dict, save_score_dict
 from retab.misc.safe_pickle import load_npy
 from retab.score_format import dict_keys
 from retab.misc.outputs import check_outputs, dataset_inputs
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
 
@@ -207,6 +207,6 @@ def main(argv=None) -> int:
         raise RetabError(f"{in_dir}: no .npy CAM files to convert")
     todo = [n for n in names if args.overwrite or not (out_dir / f"{n}.npy").is_file()]
     log.info("convert_cams (%s): %d files, %d to do", args.format, len(names), len(todo))
-    for name in tqdm(todo, desc="converting CAMs", disable=len(todo) < 2):
+    for name in progress(todo, desc="converting CAMs", disable=len(todo) < 2):
         convert_file(in_dir / f"{name}.npy", out_dir / f"{name}.npy", args.format, args.voc12_root)
     return 0

@@ -8,11 +8,11 @@ propagates them. Outputs: {out_rw}/{name}.png, the argmax over the 21 channels (
 and with --out_rw_cam the walked score dict {0, k+1: float32 HxW}. Images whose outputs exist
 are skipped unless --overwrite.
 
-The loop is retab.walk_inference, shared with RETAB's two boundary-aware walks.
+The loop is retab.engines.walk_inference, shared with RETAB's two boundary-aware walks.
 """
 from __future__ import annotations
 
-from retab import walk_inference
+from retab.engines import walk_inference
 
 
 def main(argv=None) -> int:

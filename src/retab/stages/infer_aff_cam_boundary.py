@@ -2,13 +2,13 @@
 
 Per image of --infer_list: the CAM dict {cam_dir}/{name}.npy (any method's CAMs in the SPEC 5
 format, e.g. from `retab convert_cams`) gives the scores, background (1 - max CAM) ** --alpha;
-only pairs with both ends non-boundary in the boundary target map {targetpixel_dir}/{name}.png
+only pairs with both ends non-boundary in the boundary target map {boundary_target_dir}/{name}.png
 walk. Outputs: {out_rw}/{name}.png and {out_rw_cam}/{name}.npy with keys 0 and k+1 for each class
-k of the CAM dict (what stage 2 reads). The loop is retab.walk_inference.
+k of the CAM dict (what stage 2 reads). The loop is retab.engines.walk_inference.
 """
 from __future__ import annotations
 
-from retab import walk_inference
+from retab.engines import walk_inference
 
 
 def main(argv=None) -> int:

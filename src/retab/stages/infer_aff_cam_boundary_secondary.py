@@ -5,11 +5,11 @@ scores as they are (no alpha; --alpha is accepted and ignored); boundary-boundar
 ways and a pair with one boundary end only from the boundary end into the non-boundary one, so
 the boundary pixels take their labels from their surroundings while non-boundary pixels keep
 theirs. Outputs: {out_rw}/{name}.png and {out_rw_cam}/{name}.npy with the keys read.
-The loop is retab.walk_inference.
+The loop is retab.engines.walk_inference.
 """
 from __future__ import annotations
 
-from retab import walk_inference
+from retab.engines import walk_inference
 
 
 def main(argv=None) -> int:

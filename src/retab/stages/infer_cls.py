@@ -30,12 +30,13 @@ from retab.cam import CAM_SCALES, multiscale_cam, multiscale_cams
 from retab.crf import crf_label_dicts
 from retab.data import ImageDataset
 from retab.misc import distributed
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.fileio import load_score_dict, save_score_dict
+from retab.voc import save_label_png
+from retab.published import CRF_HIGH_ALPHA, CRF_LOW_ALPHA
 from retab.random_walk import labels_from_scores
 from retab.score_format import check_keys
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
+from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_inference_args, check_outputs, dataset_inputs, image_loader,
                                  labels_table, load_inference_model, plan_inference, resolve_image_labels,
                                  setup_stage)
 
@@ -115,8 +116,8 @@ class CrfWorkers:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab infer_cls", description=__doc__.splitlines()[0])
     add_inference_args(p, weights_help="trained classifier .pth", network="network.resnet38_cls")
-    p.add_argument("--low_alpha", type=float, default=4)
-    p.add_argument("--high_alpha", type=float, default=32)
+    p.add_argument("--low_alpha", type=float, default=CRF_LOW_ALPHA)
+    p.add_argument("--high_alpha", type=float, default=CRF_HIGH_ALPHA)
     p.add_argument("--out_cam", default=None)
     p.add_argument("--out_la_crf", default=None)
     p.add_argument("--out_ha_crf", default=None)

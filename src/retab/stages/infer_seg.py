@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from retab.cam import multiscale_inputs
 from retab.crf import dense_crf
 from retab.data import ImageDataset
-from retab.misc.args import add_runtime_args, str2bool
+from retab.misc.args import str2bool
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_label_png
+from retab.voc import save_label_png
 from retab.random_walk import labels_from_scores
-from retab.stages.common import (add_inference_args, check_outputs, dataset_inputs, image_loader,
+from retab.engines.stage_support import (add_runtime_args, add_inference_args, check_outputs, dataset_inputs, image_loader,
                                  load_inference_model, plan_inference, setup_stage)
 
 log = logging.getLogger("retab")

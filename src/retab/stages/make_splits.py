@@ -18,31 +18,15 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_npy, write_text
 from retab.misc.outputs import check_writable
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
-
-
-def fold_list_path(list_dir, fold: int, part: str, ext: str = ".txt") -> Path:
-    """`trainaug_fold{F}_{base|novel}{ext}` inside a list folder."""
-    return Path(list_dir) / f"trainaug_fold{fold}_{part}{ext}"
-
-
-def fold_list(list_dir, fold: int, part: str) -> Path:
-    """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
-    voc.check_fold(fold)
-    candidates = [fold_list_path(list_dir, fold, part, ext) for ext in (".txt", ".npy")]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise RetabError(f"{candidates[0]}: fold {fold} {part} list not found (nor {candidates[1].name}); "
-                     f"derive the lists with `retab make_splits --voc12_root VOC2012 --out_dir {list_dir}`")
 
 
 def aug_mask_names(voc_root) -> list[str]:
@@ -73,9 +57,9 @@ def read_label_sets(voc_root, names, workers: int | None = None) -> dict[str, fr
     desc = "reading masks"
     if workers > 1 and len(paths) > 200:
         with Pool(workers) as pool:
-            sets = list(tqdm(pool.imap(mask_label_set, paths, chunksize=64), total=len(paths), desc=desc))
+            sets = list(progress(pool.imap(mask_label_set, paths, chunksize=64), total=len(paths), desc=desc))
     else:
-        sets = [mask_label_set(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
+        sets = [mask_label_set(p) for p in progress(paths, desc=desc, disable=len(paths) < 200)]
     return dict(zip(names, sets))
 
 
@@ -97,7 +81,7 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
 
     labelled = sorted(set(train_aug) | set(train) | val_set)
     cls_labels = {n: voc.labels_from_xml(voc.xml_path(voc_root, n)) for n in
-                  tqdm(labelled, desc="reading annotations", disable=len(labelled) < 200)}
+                  progress(labelled, desc="reading annotations", disable=len(labelled) < 200)}
     label_sets = read_label_sets(voc_root, train_aug, workers)
 
     write_text(out_dir / "train_aug.txt", voc.list_lines(train_aug, sbd_style=True))
@@ -108,8 +92,8 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
     for fold in range(voc.NUM_FOLDS):
         parts = dict(zip(("base", "novel"), split_by_fold(label_sets, fold)))
         for part, names in parts.items():
-            write_text(fold_list_path(out_dir, fold, part), voc.list_lines(names, sbd_style=True))
-            save_npy(fold_list_path(out_dir, fold, part, ".npy"), np.array(names))
+            write_text(voc.fold_list_path(out_dir, fold, part), voc.list_lines(names, sbd_style=True))
+            save_npy(voc.fold_list_path(out_dir, fold, part, ".npy"), np.array(names))
         counts[fold] = (len(parts["base"]), len(parts["novel"]))
     return {"train_aug": len(train_aug), "folds": counts}
 
@@ -118,7 +102,7 @@ def splits_complete(list_dir) -> bool:
     """True when every file make_splits writes is present (drivers call make_splits otherwise)."""
     list_dir = Path(list_dir)
     needed = [list_dir / f for f in ("train_aug.txt", "train.txt", "val.txt", "cls_labels.npy")]
-    needed += [fold_list_path(list_dir, f, p, e) for f in range(voc.NUM_FOLDS)
+    needed += [voc.fold_list_path(list_dir, f, p, e) for f in range(voc.NUM_FOLDS)
                for p in ("base", "novel") for e in (".txt", ".npy")]
     return all(p.is_file() for p in needed)
 

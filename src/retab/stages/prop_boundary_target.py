@@ -18,10 +18,9 @@ import torch
 
 from retab.boundary import boundary_target_map
 from retab.data import ImageDataset, image_to_tensor
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_gray_png
-from retab.stages.common import (add_inference_args, check_outputs, dataset_inputs, image_loader,
+from retab.engines.stage_support import (add_runtime_args, add_inference_args, check_outputs, dataset_inputs, image_loader,
                                  load_inference_model, plan_inference, setup_stage)
 
 log = logging.getLogger("retab")

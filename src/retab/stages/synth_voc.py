@@ -24,14 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from retab import voc
 from retab.misc.args import setup_logging
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_image, save_label_png, write_text
+from retab.misc.fileio import save_image, write_text
+from retab.voc import save_label_png
 from retab.misc.outputs import check_writable
 from retab.synth.scene import IMAGE_SIDE, Sample, outline_band, render_sample
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
 
@@ -215,7 +216,7 @@ def _write_dataset(root: Path, seed: int, plan: list[PlannedImage], image_side=I
     novel_counts = np.zeros((voc.NUM_FOLDS, 2), int)  # fold -> (base, novel) samples of train_aug
     objects = {split: np.zeros(voc.NUM_CLASSES, int) for split in ("train", "val", "train_aug")}
     images = {split: np.zeros(voc.NUM_CLASSES, int) for split in ("train", "val")}
-    for item in tqdm(plan, desc="synth_voc", unit="img"):
+    for item in progress(plan, desc="synth_voc", unit="img"):
         sample = render_sample(seed, item.index, item.first_class, image_side)
         aug = write_image_files(root, item, sample)
         in_train_aug = item.split != "val"

@@ -11,33 +11,17 @@ from __future__ import annotations
 import argparse
 import logging
 
-from retab.affinity import affinity_loss, pair_affinities, pair_count
+from retab.affinity import make_affinity_step, pair_count
 from retab.data import AffinityTrainDataset
-from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
+from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
                                  initialise_for_training, labels_table, make_train_config, make_train_optimizer,
                                  resolve_image_labels, setup_training, training_names)
-from retab.training import train
+from retab.engines.training import train
 
 log = logging.getLogger("retab")
-
-AFFINITY_RADIUS = 5
-
-
-def make_affinity_step(radius: int = AFFINITY_RADIUS):
-    """step_fn of the affinity trainings: features -> pair affinities -> affinity_loss."""
-
-    def affinity_step(model, batch, device):
-        images, (bg_pos, fg_pos, neg) = batch
-        features = model(images.to(device, non_blocking=True))
-        aff = pair_affinities(features, radius)
-        loss, terms = affinity_loss(aff, bg_pos.to(device), fg_pos.to(device), neg.to(device))
-        return loss, {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
-
-    return affinity_step
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, voc_root = setup_training(args)
-    grid = args.crop_size // LABEL_STRIDE
+    grid = args.crop_size // FEATURE_STRIDE
     if pair_count(grid, grid, AFFINITY_RADIUS) == 0:
         raise RetabError(f"--crop_size {args.crop_size} is too small: its {grid}x{grid} grid holds no pixel "
-                         f"pairs of radius {AFFINITY_RADIUS} (at least {LABEL_STRIDE * (2 * AFFINITY_RADIUS - 1)})")
+                         f"pairs of radius {AFFINITY_RADIUS} (at least {FEATURE_STRIDE * (2 * AFFINITY_RADIUS - 1)})")
     check_training_outputs(args, args.session_name, la_crf_dir=args.la_crf_dir, ha_crf_dir=args.ha_crf_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
@@ -70,7 +54,7 @@ def main(argv=None) -> int:
 
     # The PSA baseline: no base samples, no boundary targets (SPEC 3).
     labels = labels_table(names, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
-    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), target_dir=None,
+    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=(), boundary_target_dir=None,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
                                    image_labels=labels)
     model = build_model("aff", args.width, args.backbone)

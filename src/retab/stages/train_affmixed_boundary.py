@@ -3,7 +3,7 @@
 AffinityNet on every image of --train_list (train_aug). Base samples (the names of --base_list,
 default the fold's list in --list_dir) are labelled from their GT masks; every other image is a
 novel sample labelled from its la / ha CRF dicts, with the boundary pixels of its target map
-(--boundary_target_dir, published name --targetpixel_dir) set to 255. Pairs within radius 5 on
+(--targetpixel_dir) set to 255. Pairs within radius 5 on
 the 1/8 grid, loss = bg/4 + fg/4 + neg/2. GT masks and target maps are sampled onto that grid at
 each cell's top-left pixel as published, or at its centre with --grid_sampling nearest-exact
 (retab.data.transforms.GRID_SAMPLINGS). --novel_list is checked against the train list: every
@@ -19,19 +19,15 @@ import logging
 from pathlib import Path
 
 from retab import voc
-from retab.affinity import pair_count
+from retab.affinity import make_affinity_step, pair_count
 from retab.data import AffinityTrainDataset
-from retab.data.datasets import LABEL_STRIDE
-from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
+from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
+from retab.engines.stage_support import (add_grid_sampling_arg, add_runtime_args, add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
                                  initialise_for_training, labels_table, make_train_config, make_train_optimizer,
                                  resolve_image_labels, setup_training, training_names)
-from retab.stages.train_aff import AFFINITY_RADIUS, make_affinity_step
-from retab.stages.make_splits import fold_list
-from retab.stages.train_boundary import check_masks
-from retab.training import train
+from retab.engines.training import train
 
 log = logging.getLogger("retab")
 
@@ -50,21 +46,21 @@ def split_train_names(names, base_names, novel_names, base_list, novel_list) -> 
     return [n for n in names if n in base_set], [n for n in names if n in novel_set]
 
 
-def check_novel_inputs(novel, la_dir: Path, ha_dir: Path, target_dir: Path | None) -> None:
+def check_novel_inputs(novel, la_dir: Path, ha_dir: Path, boundary_target_dir: Path | None) -> None:
     """Fail before training (not in a loader worker) when a CRF dict or target map is missing."""
     for name in novel:
         for folder in (la_dir, ha_dir):
             if not (folder / f"{name}.npy").is_file():
                 raise RetabError(f"{folder / (name + '.npy')}: CRF label dict of the novel sample {name} not found")
-        if target_dir is not None and not (target_dir / f"{name}.png").is_file():
-            raise RetabError(f"{target_dir / (name + '.png')}: boundary target map of {name} not found")
+        if boundary_target_dir is not None and not (boundary_target_dir / f"{name}.png").is_file():
+            raise RetabError(f"{boundary_target_dir / (name + '.png')}: boundary target map of {name} not found")
 
 
 def check_crop_has_pairs(crop_size: int, radius: int = AFFINITY_RADIUS) -> None:
     """A crop whose 1/8 grid is too narrow for the radius has no pairs and nothing to learn from."""
-    grid = crop_size // LABEL_STRIDE
+    grid = crop_size // FEATURE_STRIDE
     if pair_count(grid, grid, radius) == 0:
-        smallest = LABEL_STRIDE * (2 * radius - 1)
+        smallest = FEATURE_STRIDE * (2 * radius - 1)
         raise RetabError(f"--crop_size {crop_size} gives a {grid}x{grid} label grid with no pixel pairs within "
                          f"radius {radius}; use at least {smallest}")
 
@@ -90,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt_dir", default=None, help="accepted for compatibility: masks come from SegmentationClassAug")
     p.add_argument("--la_crf_dir", required=True, help="CRF label dicts with the low alpha (4)")
     p.add_argument("--ha_crf_dir", required=True, help="CRF label dicts with the high alpha (32)")
-    p.add_argument("--boundary_target_dir", "--targetpixel_dir", dest="boundary_target_dir", default=None,
+    p.add_argument("--targetpixel_dir", "--boundary_target_dir", dest="boundary_target_dir", default=None,
                    help="boundary target maps of prop_boundary_target (absent: no boundary masking, with a warning)")
     add_grid_sampling_arg(p, "the base samples' GT masks and the novel samples' boundary target maps")
     add_cls_labels_arg(p)
@@ -108,25 +104,25 @@ def main(argv=None) -> int:
                            ha_crf_dir=args.ha_crf_dir, boundary_target_dir=target_arg, list_dir=args.list_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
-    target_dir = None
+    boundary_target_dir = None
     if args.boundary_target_dir in (None, "", "None"):
-        log.warning("no --boundary_target_dir: novel labels are not masked by boundary targets "
+        log.warning("no --targetpixel_dir: novel labels are not masked by boundary targets "
                     "(not the published setting)")
     else:
-        target_dir = check_dir(args.boundary_target_dir, "boundary target map")
+        boundary_target_dir = check_dir(args.boundary_target_dir, "boundary target map")
 
     names = training_names(args.train_list)
-    base_list = Path(args.base_list) if args.base_list else fold_list(args.list_dir, args.fold, "base")
-    novel_list = Path(args.novel_list) if args.novel_list else fold_list(args.list_dir, args.fold, "novel")
+    base_list = Path(args.base_list) if args.base_list else voc.fold_list(args.list_dir, args.fold, "base")
+    novel_list = Path(args.novel_list) if args.novel_list else voc.fold_list(args.list_dir, args.fold, "novel")
     base, novel = split_train_names(names, voc.read_name_list(base_list), voc.read_name_list(novel_list),
                                     base_list, novel_list)
-    check_masks(base, voc_root)
-    check_novel_inputs(novel, la_dir, ha_dir, target_dir)
+    voc.check_gt_masks(base, voc_root)
+    check_novel_inputs(novel, la_dir, ha_dir, boundary_target_dir)
     log.info("train_affmixed_boundary: fold %d, %d base samples (%s), %d novel samples (%s), grid sampling %s",
              args.fold, len(base), base_list, len(novel), novel_list, args.grid_sampling)
 
     labels = labels_table(novel, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
-    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, target_dir=target_dir,
+    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, boundary_target_dir=boundary_target_dir,
                                    crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
                                    grid_sampling=args.grid_sampling, image_labels=labels)
     model = build_model("aff", args.width, args.backbone)

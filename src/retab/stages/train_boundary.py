@@ -16,30 +16,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
 
 from retab import voc
 from retab.boundary import boundary_loss
 from retab.data import BoundaryTrainDataset
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_training_args, check_training_outputs, initialise_for_training,
+from retab.engines.stage_support import (add_runtime_args, add_training_args, check_training_outputs, initialise_for_training,
                                  make_train_config, make_train_optimizer, setup_training)
-from retab.stages.make_splits import fold_list
-from retab.training import train
+from retab.engines.training import train
 
 log = logging.getLogger("retab")
-
-
-def check_masks(names, voc_root) -> None:
-    """Fail before training (not in a loader worker) when a GT mask is missing or holds a value
-    that is no label (voc.load_gt_mask, the check of every stage)."""
-    for name in tqdm(names, desc="checking GT masks", leave=False, disable=len(names) < 500):
-        path = voc.mask_path(voc_root, name)
-        if not path.is_file():
-            raise RetabError(f"{path}: GT mask of the base sample {name} not found")
-        voc.load_gt_mask(path)
 
 
 def boundary_step(model, batch, device):
@@ -68,11 +55,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, voc_root = setup_training(args)
     check_training_outputs(args, args.session_name or f"resnet38_boundary_fold{args.fold}", list_dir=args.list_dir)
-    train_list = Path(args.train_list) if args.train_list else fold_list(args.list_dir, args.fold, "base")
+    train_list = Path(args.train_list) if args.train_list else voc.fold_list(args.list_dir, args.fold, "base")
     names = voc.read_name_list(train_list)
     if not names:
         raise RetabError(f"{train_list}: the list of base samples is empty")
-    check_masks(names, voc_root)
+    voc.check_gt_masks(names, voc_root)
     log.info("train_boundary: fold %d, %d base samples from %s", args.fold, len(names), train_list)
 
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)

@@ -12,7 +12,7 @@ directory, as `make_splits` writes it) when that exists, else the XML annotation
 --voc12_root. An image without any label stops the run before training, naming the image.
 
 The helpers this stage shares with the others (labels, weights, flags, start-up) are in
-retab.stages.common.
+retab.engines.stage_support.
 """
 from __future__ import annotations
 
@@ -22,20 +22,19 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from retab import voc
 from retab.data import ClsTrainDataset, ImageDataset, image_to_tensor
 from retab.data.transforms import DEFAULT_JITTER, ColorJitter
 from retab.misc import distributed
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.stages.common import (add_cls_labels_arg, add_training_args, check_training_outputs,
+from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_training_args, check_training_outputs,
                                  initialise_for_training, labels_table,
                                  load_initial_weights, make_train_config, make_train_optimizer, resolve_image_labels,
                                  setup_training, training_names)
-from retab.training import train
+from retab.engines.training import train
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
 
@@ -65,7 +64,7 @@ def make_val_fn(names, voc_root, labels, device, num_workers: int):
         was_training = model.training
         model.eval()
         total = 0.0
-        for image, target in tqdm(loader, desc="validation", leave=False, disable=not info.is_main):
+        for image, target in progress(loader, desc="validation", leave=False, disable=not info.is_main):
             logits = model(image[None].to(device))
             total += float(F.multilabel_soft_margin_loss(logits, target[None].to(device)))
         model.train(was_training)

@@ -27,14 +27,12 @@ from pathlib import Path
 
 from retab import voc
 from retab.data import SegTrainDataset
-from retab.misc.args import add_runtime_args
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
-from retab.stages.common import (add_training_args, check_dir, check_training_outputs, initialise_for_training,
+from retab.engines.stage_support import (add_runtime_args, add_training_args, check_dir, check_training_outputs, initialise_for_training,
                                  make_train_config, make_train_optimizer, setup_training, training_names)
-from retab.stages.make_splits import fold_list
-from retab.training import train
+from retab.engines.training import train
 
 log = logging.getLogger("retab")
 
@@ -100,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fold_names(path, fold: int, part: str) -> list[str]:
-    return voc.read_name_list(path or fold_list(DEFAULT_LIST_DIR, fold, part))
+    return voc.read_name_list(path or voc.fold_list(DEFAULT_LIST_DIR, fold, part))
 
 
 def main(argv=None) -> int:

@@ -51,7 +51,7 @@ class ClassStyle:
 # Scenes (v7): the outdoor classes person, horse, cow, sheep, train, bus and car are also seen
 # against the open sky (the "sky" scene), as VOC photographs them. Before, that scene was almost only
 # the aeroplanes' and birds', so when those were a fold's novel classes the base GT showed no object
-# outline against the sky. What that changed over several draws of the demo: docs/mini_voc_measurements.md.
+# outline against the sky. What that changed over several draws of the demo: docs/measurements.md.
 CLASS_STYLES: dict[str, ClassStyle] = {
     "aeroplane": ClassStyle(
         materials={

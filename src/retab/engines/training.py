@@ -37,12 +37,12 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from retab.misc import distributed
 from retab.misc.errors import RetabError
 from retab.misc.fileio import remove_stale_temporaries, save_torch
 from retab.misc.precision import Precision, apply_precision, state_dict_for_saving
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
 
@@ -146,7 +146,7 @@ def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: Trai
             sampler.set_epoch(epoch)
             distributed.seed_process(cfg.seed, epoch, info.rank)
         net.train()
-        bar = tqdm(loader, desc=f"{cfg.session_name} epoch {epoch + 1}/{cfg.max_epoches}", leave=False,
+        bar = progress(loader, desc=f"{cfg.session_name} epoch {epoch + 1}/{cfg.max_epoches}", leave=False,
                    disable=not info.is_main)
         seen, t0, running = 0, time.perf_counter(), 0.0
         for i, batch in enumerate(bar):

@@ -5,9 +5,9 @@ Training stages (train_cls, train_aff, train_boundary, train_affmixed_boundary, 
 `add_training_args` adds the flags they all have, each stage passing its own published defaults;
 `setup_training` runs the start-up (logging, fold and schedule checks, seed, device, VOC root);
 `make_train_config` and `make_train_optimizer` turn the flags into the TrainConfig and the poly
-optimizer of retab.training.
+optimizer of retab.engines.training.
 
-Inference stages (infer_cls, prop_boundary_target, infer_seg, and retab.walk_inference):
+Inference stages (infer_cls, prop_boundary_target, infer_seg, and retab.engines.walk_inference):
 `add_inference_args` adds their common flags; `images_to_do` skips the images whose outputs all
 exist (unless --overwrite); `load_inference_model` builds the trained network on its device;
 `image_loader` reads the images in loader processes behind a progress bar.
@@ -28,20 +28,21 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from retab import voc
 from retab.misc import distributed
 from retab.misc.args import setup_logging
 from retab.misc.device import seed_everything
 from retab.misc.errors import RetabError
-from retab.misc.outputs import check_outputs, check_writable, dataset_inputs  # noqa: F401 - the stages' import point
+from retab.misc.outputs import check_outputs, dataset_inputs
 from retab.misc.precision import Precision, add_precision_args, apply_precision
-from retab.models import DEFAULT_BACKBONE, build_model
+from retab.data.transforms import GRID_SAMPLINGS
+from retab.models import BACKBONES, DEFAULT_BACKBONE, build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, network_of, read_torch_file,
                                   state_dict_from_checkpoint)
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
-from retab.training import TrainConfig, checkpoint_paths, make_loader, max_steps
+from retab.engines.training import TrainConfig, checkpoint_paths, make_loader, max_steps
+from retab.misc.progress import progress
 
 log = logging.getLogger("retab")
 
@@ -88,7 +89,7 @@ def resolve_image_labels(cls_labels, voc12_root) -> voc.ImageLabels:
 
 def labels_table(names, image_labels) -> dict[str, np.ndarray]:
     """Every image's labels up front: a missing or empty label stops the run now, naming the image."""
-    return {name: image_labels(name) for name in tqdm(names, desc="image labels", leave=False,
+    return {name: image_labels(name) for name in progress(names, desc="image labels", leave=False,
                                                       disable=len(names) < 500)}
 
 
@@ -172,7 +173,7 @@ def calibrate_batchnorm(model: torch.nn.Module, dataset, cfg: TrainConfig, devic
         dataset.set_epoch(0)
     loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, cfg.seed)
     seen = 0
-    for batch in tqdm(loader, total=min(max_batches, len(loader)), desc="BatchNorm statistics", leave=False):
+    for batch in progress(loader, total=min(max_batches, len(loader)), desc="BatchNorm statistics", leave=False):
         model(batch[0].to(device))
         seen += 1
         if seen == max_batches:
@@ -193,6 +194,28 @@ def initialise_for_training(model: torch.nn.Module, weights, dataset, cfg: Train
 
 
 # ----------------------------------------------------------------------------- start-up of every stage
+
+def add_runtime_args(parser: argparse.ArgumentParser, width: bool = True) -> None:
+    """--device, --seed (and --backbone and --width for stages that build a network)."""
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    if width:
+        parser.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE,
+                            help="resnet38 (published; ImageNet weights from the .params file) or efficientnet_lite0 "
+                                 "(not in the paper; ImageNet weights from its package, for machines without the "
+                                 ".params and for CPU runs)")
+        parser.add_argument("--width", type=float, default=1.0,
+                            help="channel width factor (1.0 = published; e.g. 0.125 for CPU); on efficientnet_lite0 "
+                                 "it scales the heads only")
+
+
+def add_grid_sampling_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """--grid_sampling (retab.data.transforms.GRID_SAMPLINGS), read by the mixed affinity training
+    and the RETAB walks."""
+    parser.add_argument("--grid_sampling", choices=GRID_SAMPLINGS, default="nearest",
+                        help=f"how {what} are sampled onto the 1/8 grid: nearest (published: each cell's "
+                             "top-left pixel) or nearest-exact (its centre, where the CAMs are averaged)")
+
 
 def check_settings(args) -> None:
     """The numeric flags a stage has (those of add_training_args, add_inference_args and
@@ -406,4 +429,4 @@ def _as_is(sample):
 def image_loader(dataset, num_workers: int, desc: str):
     """The samples of `dataset` one by one, in order, read by `num_workers` processes, with a progress bar."""
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_as_is)
-    return tqdm(loader, total=len(dataset), desc=desc, disable=not distributed.process_info().is_main)
+    return progress(loader, total=len(dataset), desc=desc, disable=not distributed.process_info().is_main)

@@ -13,7 +13,7 @@ Modes (`retab.random_walk.MODES`):
            k+1 for each class k of the CAM dict.
 - 'stage2' (RETAB): stage 1's output dicts {label: HxW} (key 0 = background), channel k = dict[k],
            no alpha; output keys = the keys read.
-The RETAB modes read the boundary target map {targetpixel_dir}/{name}.png (255 non-boundary,
+The RETAB modes read the boundary target map {boundary_target_dir}/{name}.png (255 non-boundary,
 0 boundary) of the image's size.
 
 Stage modules call `main(argv, mode, prog, description)`; `run_walk` is the loop itself. Under
@@ -33,15 +33,16 @@ from torch.utils.data import Dataset
 from retab.data import image_to_tensor
 from retab.data.datasets import image_size_hw, load_target_for, load_voc_image
 from retab.data.transforms import check_sampling
-from retab.misc.args import add_grid_sampling_arg, add_runtime_args
 from retab.misc.errors import RetabError
-from retab.misc.fileio import load_score_dict, save_label_png, save_score_dict
+from retab.misc.fileio import load_score_dict, save_score_dict
+from retab.voc import save_label_png
 from retab.misc.precision import Precision
 from retab.models import DEFAULT_BACKBONE
+from retab.published import WALK_ALPHA, WALK_BETA, WALK_LOGT
 from retab.random_walk import (MODES, boundary_grid, grid_size, labels_from_scores, pad_to_multiple,
                                random_walk, score_dict, stage1_labels, stage1_scores, stage2_scores)
 from retab.score_format import check_keys
-from retab.stages.common import (add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
+from retab.engines.stage_support import (add_grid_sampling_arg, add_runtime_args, add_cls_labels_arg, add_inference_args, check_dir, check_outputs, dataset_inputs,
                                  image_loader, images_to_do, inference_names, labels_table, load_inference_model,
                                  process_share, resolve_image_labels, setup_stage)
 
@@ -55,9 +56,9 @@ class WalkConfig:
     """What a walk needs besides the images: the mode and SPEC 4's alpha (not stage 2), beta, logt."""
 
     mode: str
-    alpha: float = 16
-    beta: float = 8
-    logt: int = 8
+    alpha: float = WALK_ALPHA
+    beta: float = WALK_BETA
+    logt: int = WALK_LOGT
     grid_sampling: str = "nearest"  # how the boundary target map is sampled onto the grid
 
     def __post_init__(self):
@@ -131,11 +132,11 @@ def walk_image(model, device, img, in_dict: dict, config: WalkConfig, target_map
 class WalkInputs(Dataset):
     """name -> (name, PIL image, input score dict, boundary target map or None): read in loader workers."""
 
-    def __init__(self, names, voc_root, score_dir, targetpixel_dir=None):
+    def __init__(self, names, voc_root, score_dir, boundary_target_dir=None):
         self.names = list(names)
         self.voc_root = Path(voc_root)
         self.score_dir = Path(score_dir)
-        self.targetpixel_dir = None if targetpixel_dir is None else Path(targetpixel_dir)
+        self.boundary_target_dir = None if boundary_target_dir is None else Path(boundary_target_dir)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -145,8 +146,8 @@ class WalkInputs(Dataset):
         img = load_voc_image(self.voc_root, name)
         in_dict = load_score_dict(self.score_dir / f"{name}.npy")
         target = None
-        if self.targetpixel_dir is not None:
-            target = load_target_for(self.targetpixel_dir, name, image_size_hw(img))
+        if self.boundary_target_dir is not None:
+            target = load_target_for(self.boundary_target_dir, name, image_size_hw(img))
         return name, img, in_dict, target
 
 
@@ -163,18 +164,18 @@ def pending_names(names, out_rw, out_rw_cam=None, overwrite: bool = False) -> li
     return list(images_to_do(names, lambda name: output_paths(name, out_rw, out_rw_cam), overwrite))
 
 
-def check_inputs(names, score_dir: Path, targetpixel_dir: Path | None) -> None:
+def check_inputs(names, score_dir: Path, boundary_target_dir: Path | None) -> None:
     """Fail before any work (and outside loader workers) when an input file is missing."""
     for name in names:
         path = score_dir / f"{name}.npy"
         if not path.is_file():
             raise RetabError(f"{path}: input score dict not found")
-        if targetpixel_dir is not None and not (targetpixel_dir / f"{name}.png").is_file():
-            raise RetabError(f"{targetpixel_dir / (name + '.png')}: boundary target map not found")
+        if boundary_target_dir is not None and not (boundary_target_dir / f"{name}.png").is_file():
+            raise RetabError(f"{boundary_target_dir / (name + '.png')}: boundary target map not found")
 
 
 def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, out_rw_cam=None,
-             targetpixel_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
+             boundary_target_dir=None, width: float = 1.0, device="auto", num_workers: int = 0,
              overwrite: bool = False, precision: Precision | None = None, cls_labels=None,
              backbone: str = DEFAULT_BACKBONE) -> list[str]:
     """Walk every image of `names` whose outputs are missing (all with `overwrite`); returns the
@@ -183,25 +184,25 @@ def run_walk(names, voc_root, weights, score_dir, out_rw, config: WalkConfig, ou
     cls_labels: the image-level labels file (default: voc12/cls_labels.npy, else the XMLs) that
     every input dict's keys are checked against."""
     check_outputs({"--out_rw": out_rw, "--out_rw_cam": out_rw_cam},
-                  {"--cam_dir": score_dir, "--targetpixel_dir": targetpixel_dir, **dataset_inputs(voc_root)})
+                  {"--cam_dir": score_dir, "--targetpixel_dir": boundary_target_dir, **dataset_inputs(voc_root)})
     voc_root = check_dir(voc_root, "VOC2012")
     score_dir = check_dir(score_dir, "input score dict")
     if config.needs_boundary:
-        if targetpixel_dir is None:
+        if boundary_target_dir is None:
             raise RetabError(f"random walk {config.mode} needs --targetpixel_dir (boundary target maps)")
-        targetpixel_dir = check_dir(targetpixel_dir, "boundary target map")
+        boundary_target_dir = check_dir(boundary_target_dir, "boundary target map")
     else:
-        targetpixel_dir = None
+        boundary_target_dir = None
     names = process_share(names, f"random walk ({config.mode})", "the list")
     todo = pending_names(names, out_rw, out_rw_cam, overwrite)
     log.info("random walk (%s): %d images, %d to do", config.mode, len(names), len(todo))
     if not todo:
         return []
-    check_inputs(todo, score_dir, targetpixel_dir)
+    check_inputs(todo, score_dir, boundary_target_dir)
     labels = labels_table(todo, resolve_image_labels(cls_labels, voc_root))
 
     model, device = load_inference_model("aff", weights, width, device, precision, backbone)
-    inputs = WalkInputs(todo, voc_root, score_dir, targetpixel_dir)
+    inputs = WalkInputs(todo, voc_root, score_dir, boundary_target_dir)
     for name, img, in_dict, target in image_loader(inputs, num_workers, f"random walk {config.mode}"):
         walked, keys = walk_image(model, device, img, in_dict, config, target,
                                   source=str(score_dir / f"{name}.npy"), picture=name, labels=labels[name])
@@ -226,11 +227,11 @@ def build_parser(mode: str, prog: str, description: str = "",
         p.add_argument("--alpha", type=float, default=None,
                        help="accepted for compatibility and ignored: stage 2 reads stage 1's background")
     else:
-        p.add_argument("--alpha", type=float, default=16, help="background = (1 - max CAM) ** alpha (16)")
-    p.add_argument("--beta", type=float, default=8)
-    p.add_argument("--logt", type=int, default=8)
+        p.add_argument("--alpha", type=float, default=WALK_ALPHA, help=f"background = (1 - max CAM) ** alpha ({WALK_ALPHA})")
+    p.add_argument("--beta", type=float, default=WALK_BETA)
+    p.add_argument("--logt", type=int, default=WALK_LOGT)
     if mode in BOUNDARY_MODES:
-        p.add_argument("--targetpixel_dir", required=True,
+        p.add_argument("--targetpixel_dir", dest="boundary_target_dir", required=True,
                        help="boundary target maps {name}.png (255 non-boundary, 0 boundary)")
         add_grid_sampling_arg(p, "the boundary target maps")
     p.add_argument("--out_rw", required=True, help="label PNGs {name}.png")
@@ -257,7 +258,7 @@ def main(argv=None, mode: str = "psa", prog: str = "retab infer_aff", descriptio
     config = WalkConfig(mode, **options)
     names = inference_names(args.infer_list)
     run_walk(names, args.voc12_root, args.weights, args.cam_dir, args.out_rw, config,
-             out_rw_cam=args.out_rw_cam, targetpixel_dir=args.targetpixel_dir if boundary else None,
+             out_rw_cam=args.out_rw_cam, boundary_target_dir=args.boundary_target_dir if boundary else None,
              width=args.width, device=args.device, num_workers=args.num_workers, overwrite=args.overwrite,
              precision=Precision.from_args(args), cls_labels=args.cls_labels, backbone=args.backbone)
     return 0
