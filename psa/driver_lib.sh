@@ -1,6 +1,5 @@
 # Shared by the three drivers (psa/run_psa.sh, RETAB/run_retab.sh, seg/run_seg.sh); sourced, not run.
-# The sourcing driver sets DRIVER (its name in messages) and runs from its own folder; `step`
-# appends to $TIMINGS.
+# The sourcing driver sets DRIVER (its name in messages) and runs from its own folder.
 
 # The settings every driver takes (documented in each driver's header).
 PYTHON=${PYTHON:-python3}
@@ -122,32 +121,8 @@ crf_dir_name() {
 PYTHONPATH="$(cd .. && pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH
 
-now() {
-    t=$(date +%s.%N 2>/dev/null || true)
-    case $t in *N* | "") date +%s ;; *) echo "$t" ;; esac
-}
-
-# step NAME COMMAND...: log, run, record `NAME<TAB>seconds` in $TIMINGS
-step() {
-    name=$1
-    shift
-    say "[$name] $*"
-    start=$(now)
-    "$@"
-    end=$(now)
-    seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
-    record_time "$name" "$seconds"
-    say "[$name] done in ${seconds}s"
-}
-
-# record_time NAME SECONDS: $TIMINGS holds one line per step with the time of its last run, so a
-# rerun that skips finished steps still lists them; replaced through a temporary file.
-record_time() {
-    [ -f "$TIMINGS" ] || : >"$TIMINGS"
-    awk -F '\t' -v n="$1" -v s="$2" 'BEGIN { OFS = "\t" } $1 == n { $2 = s; found = 1 } { print }
-        END { if (!found) print n, s }' "$TIMINGS" >"$TIMINGS.tmp.$$"
-    mv "$TIMINGS.tmp.$$" "$TIMINGS"
-}
+# Each step is one stage command with RETAB_STEP=NAME: the stage logs its command line and records
+# `NAME<TAB>seconds` in $RETAB_TIMINGS when it did work (retab.misc.steps).
 
 # link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder
 link() {
@@ -176,14 +151,14 @@ use_dataset() {
     fi
     if [ -z "${VOC12HOME:-}" ]; then
         VOC12HOME=../data/mini_voc/VOC2012
-        step synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
+        RETAB_STEP=synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
     fi
     [ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
     VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
     link VOC2012 "$VOC12HOME"
     if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
         || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
-        step make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
+        RETAB_STEP=make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
         printf '%s\n' "$VOC12HOME" >voc12/.voc12home
     fi
 }

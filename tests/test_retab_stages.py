@@ -561,7 +561,7 @@ def test_run_retab_end_to_end(tiny, retab_runs, fold):
     assert all(float(sec) >= 0 for _, sec in steps)
     # ALPHA, BETA and LOGT reach the walks (stage 2 has no CAM input, hence no alpha); published 16 / 8 / 8
     alpha, beta, logt = ("4", "12", "3") if fold == 3 else ("16", "8", "8")
-    commands = step_commands(stdout, "run_retab")
+    commands = step_commands(stdout)
     assert f" --alpha {alpha} --beta {beta} --logt {logt} " in commands["rw_stage1"]
     assert f" --beta {beta} --logt {logt} " in commands["rw_stage2"] and "--alpha" not in commands["rw_stage2"]
 
@@ -701,7 +701,7 @@ def test_run_retab_walks_a_given_affinity_net_without_training_it(tiny, tmp_path
     steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
     assert steps == ["make_splits", "prop_boundary_target", "rw_stage1", "rw_stage2", "eval_cam", "eval_rw",
                      "eval_rw_searchbg"]
-    commands = step_commands(proc.stdout, "run_retab")
+    commands = step_commands(proc.stdout)
     assert f"--weights {ckpt} " in commands["rw_stage1"] and f"--weights {ckpt} " in commands["rw_stage2"]
     assert "warning" not in proc.stdout  # no initial weights were looked for: nothing trains
 

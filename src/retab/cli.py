@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from retab.misc.errors import RetabError, one_line
+from retab.misc.steps import run_step
 
 # command -> (module under retab.stages, one-line description)
 COMMANDS = {
@@ -33,18 +34,24 @@ COMMANDS = {
 
 
 def run_stage(command: str, argv=None) -> int:
-    """Run one stage; RetabError becomes a one-line message and exit status 2."""
+    """Run one stage (timed as a driver's step when RETAB_STEP is set, retab.misc.steps); RetabError
+    becomes a one-line message and exit status 2."""
     module_name, _ = COMMANDS[command]
-    try:
-        module = importlib.import_module(f"retab.stages.{module_name}")
-        rc = module.main(argv)
-    except RetabError as exc:
-        print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
-    return int(rc or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def run() -> int:
+        try:
+            module = importlib.import_module(f"retab.stages.{module_name}")
+            rc = module.main(argv)
+        except RetabError as exc:
+            print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
+        return int(rc or 0)
+
+    return run_step(command, argv, run)
 
 
 def usage() -> str:
