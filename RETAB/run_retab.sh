@@ -56,16 +56,14 @@ cd "$(dirname "$0")"
 DRIVER=run_retab
 . ../psa/driver_lib.sh
 
-case ${GRID_SAMPLING:-} in
-"" | nearest | nearest-exact) ;;
-*) die "GRID_SAMPLING must be nearest or nearest-exact, got '$GRID_SAMPLING'" ;;
-esac
 # A given affinity net is checked before anything is trained or written: a wrong file stops the run now.
 if [ -n "${AFF_WEIGHTS:-}" ]; then
     error=$("$PYTHON" -m retab check_weights --kind aff --backbone "$BACKBONE" --width "$WIDTH" --weights "$AFF_WEIGHTS" 2>&1 >/dev/null) ||
         die "AFF_WEIGHTS: ${error#check_weights: error: }"
 fi
 CROP_SIZE=${CROP_SIZE:-448}
+LA_ALPHA=${LA_ALPHA:-4}
+HA_ALPHA=${HA_ALPHA:-32}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}
 AFF_EPOCHS=${AFF_EPOCHS:-8}
@@ -78,16 +76,6 @@ PSA_OUT=${PSA_OUT:-../psa/out}
 PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold$FOLD}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int BOUNDARY_EPOCHS 1
-need_int AFF_EPOCHS 1
-need_number BOUNDARY_LR 'v > 0' "a positive number"
-need_number AFF_LR 'v > 0' "a positive number"
-need_int KERNEL 0
-[ "$KERNEL" -eq 0 ] || [ $((KERNEL % 2)) -eq 1 ] || die "KERNEL must be 0 (no erosion) or odd, got '$KERNEL'"
-need_number THRESHOLD 'v > 0 && v + 0 <= 1' "a number in (0, 1]"
-[ "$INFER_LIST" = voc12/train_aug.txt ] || [ -f "$INFER_LIST" ] || die "INFER_LIST=$INFER_LIST is not a file"
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 BOUNDARY_TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}

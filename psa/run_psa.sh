@@ -58,6 +58,8 @@ DRIVER=run_psa
 . ./driver_lib.sh
 
 CROP_SIZE=${CROP_SIZE:-448}
+LA_ALPHA=${LA_ALPHA:-4}
+HA_ALPHA=${HA_ALPHA:-32}
 RESIZE_LONG=${RESIZE_LONG:-256 512}
 BATCH_SIZE=${BATCH_SIZE:-8}
 CLS_EPOCHS=${CLS_EPOCHS:-15}
@@ -69,17 +71,6 @@ CLS_CKPT=${CLS_CKPT:-best/res38_cls.pth}
 VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int CLS_EPOCHS 1
-need_int AFF_EPOCHS 1
-need_number CLS_LR 'v > 0' "a positive number"
-need_number AFF_LR 'v > 0' "a positive number"
-need_range RESIZE_LONG
-need_number CAM_SCALES 'v > 0' "positive numbers"
-[ -z "${CLS_OPTIMIZER:-}" ] || need_choice CLS_OPTIMIZER sgd adamw
-[ -z "${HUE_JITTER:-}" ] || need_number HUE_JITTER 'v + 0 <= 0.5' "a number in [0, 0.5]"
-[ -z "${CRF_WORKERS:-}" ] || need_int CRF_WORKERS 0
 
 CAM_DIR=$OUT/psa_trainaug_cam
 LA_DIR=$OUT/$(crf_dir_name "$LA_ALPHA")

@@ -58,20 +58,6 @@ PRED_DIR=$OUT/pred_val
 EVALLOG=$OUT/evallog.txt
 export RETAB_TIMINGS="$OUT/timings.tsv"
 
-case $SUPERVISION in
-mixed | full | weak) ;;
-*) die "SUPERVISION must be mixed, full or weak, got '$SUPERVISION'" ;;
-esac
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int SEG_EPOCHS 1
-need_number SEG_LR 'v > 0' "a positive number"
-need_number SEG_MOMENTUM 'v + 0 < 1' "a number in [0, 1)"
-need_range RESIZE_LONG
-need_number SCALES 'v > 0' "positive numbers"
-need_choice FLIP True False
-need_choice CRF True False
-
 make_out_dir "$OUT"
 
 # ---------------------------------------------------------------- dataset and lists

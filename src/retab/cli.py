@@ -25,6 +25,7 @@ COMMANDS = {
     "train_affmixed_boundary": ("train_affmixed_boundary", "train the mixed affinity net of a fold"),
     "infer_aff_cam_boundary": ("infer_aff_cam_boundary", "RETAB random walk, stage 1"),
     "infer_aff_cam_boundary_secondary": ("infer_aff_cam_boundary_secondary", "RETAB random walk, stage 2"),
+    "check_settings": ("check_settings", "check a driver's environment settings before its first step"),
     "check_weights": ("check_weights", "check that a trained checkpoint loads strictly into a network"),
     "convert_cams": ("convert_cams", "convert CAMs of other code bases (IRN) to the score-dict format"),
     "train_seg": ("train_seg", "train the segmentation network (mixed supervision)"),
