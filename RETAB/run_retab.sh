@@ -33,7 +33,7 @@
 #   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh; PSA's nets must match it)
 #   WEIGHTS      initial weights of both trainings [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 #                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
-#                warning; WEIGHTS= (set, empty) trains from a random initialisation]
+#                warning; else, or with WEIGHTS= (set, empty), a random initialisation]
 #   PSA_CLS      the PSA classifier [../psa/best/res38_cls.pth]
 #   AFF_WEIGHTS  a given mixed affinity net, e.g. the published psa_ourbest_fold{F}_affnet.pth (path
 #                relative to RETAB/ like the others) [unset: trained]: checked at once (strictly, a
@@ -56,16 +56,14 @@ cd "$(dirname "$0")"
 DRIVER=run_retab
 . ../psa/driver_lib.sh
 
-case ${GRID_SAMPLING:-} in
-"" | nearest | nearest-exact) ;;
-*) die "GRID_SAMPLING must be nearest or nearest-exact, got '$GRID_SAMPLING'" ;;
-esac
 # A given affinity net is checked before anything is trained or written: a wrong file stops the run now.
 if [ -n "${AFF_WEIGHTS:-}" ]; then
     error=$("$PYTHON" -m retab check_weights --kind aff --backbone "$BACKBONE" --width "$WIDTH" --weights "$AFF_WEIGHTS" 2>&1 >/dev/null) ||
         die "AFF_WEIGHTS: ${error#check_weights: error: }"
 fi
 CROP_SIZE=${CROP_SIZE:-448}
+LA_ALPHA=${LA_ALPHA:-4}
+HA_ALPHA=${HA_ALPHA:-32}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BOUNDARY_EPOCHS=${BOUNDARY_EPOCHS:-8}
 AFF_EPOCHS=${AFF_EPOCHS:-8}
@@ -78,16 +76,6 @@ PSA_OUT=${PSA_OUT:-../psa/out}
 PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold$FOLD}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int BOUNDARY_EPOCHS 1
-need_int AFF_EPOCHS 1
-need_number BOUNDARY_LR 'v > 0' "a positive number"
-need_number AFF_LR 'v > 0' "a positive number"
-need_int KERNEL 0
-[ "$KERNEL" -eq 0 ] || [ $((KERNEL % 2)) -eq 1 ] || die "KERNEL must be 0 (no erosion) or odd, got '$KERNEL'"
-need_number THRESHOLD 'v > 0 && v + 0 <= 1' "a number in (0, 1]"
-[ "$INFER_LIST" = voc12/train_aug.txt ] || [ -f "$INFER_LIST" ] || die "INFER_LIST=$INFER_LIST is not a file"
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 BOUNDARY_TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
@@ -97,20 +85,14 @@ RW1_CAM_DIR=$OUT/rw_cam_stage1
 RW2_DIR=$OUT/rw_stage2
 RW2_CAM_DIR=$OUT/rw_cam_stage2
 EVALLOG=$OUT/evallog.txt
-TIMINGS=$OUT/timings.tsv
-
-# which nets this run trains (a given or already trained one is not)
-TRAIN_BOUNDARY=
-[ -f "$BOUNDARY_CKPT" ] || TRAIN_BOUNDARY=1
-TRAIN_AFF=
-[ -n "${AFF_WEIGHTS:-}" ] || [ -f "$AFF_CKPT" ] || TRAIN_AFF=1
+export RETAB_TIMINGS="$OUT/timings.tsv"
 
 # ---------------------------------------------------------------- PSA outputs
 LA_NAME=$(crf_dir_name "$LA_ALPHA")
 HA_NAME=$(crf_dir_name "$HA_ALPHA")
 # the CRF labels are the mixed affinity training's input only
 CRF_DIRS=
-[ -z "$TRAIN_AFF" ] || CRF_DIRS="$LA_NAME $HA_NAME"
+[ -n "${AFF_WEIGHTS:-}" ] || CRF_DIRS="$LA_NAME $HA_NAME"
 for d in psa_trainaug_cam $CRF_DIRS; do
     [ -d "$PSA_OUT/$d" ] || die "PSA output $PSA_OUT/$d not found: run psa/run_psa.sh first (or set PSA_OUT)"
 done
@@ -128,29 +110,25 @@ make_out_dir "$OUT"
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- initial weights of both trainings
-if [ -n "$TRAIN_BOUNDARY$TRAIN_AFF" ] && [ -z "${WEIGHTS+set}" ]; then
+if [ -z "${WEIGHTS+set}" ]; then
     case $WIDTH in
     1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
     esac
-    if [ -z "${WEIGHTS+set}" ]; then
-        [ -f "$PSA_CLS" ] || die "no initial weights: neither $IMAGENET_PARAMS (WIDTH 1.0) nor the PSA classifier $PSA_CLS; run psa/run_psa.sh first or set WEIGHTS"
+    # neither: a training that has work to do starts from a random initialisation, with a warning
+    if [ -z "${WEIGHTS+set}" ] && [ -f "$PSA_CLS" ]; then
         WEIGHTS=$PSA_CLS
         say "warning: no ImageNet weights ($IMAGENET_PARAMS): the trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
     fi
 fi
 
 # ---------------------------------------------------------------- boundary net and target maps
-if [ -z "$TRAIN_BOUNDARY" ]; then
-    say "using the trained boundary net $BOUNDARY_CKPT (delete it to retrain)"
-else
-    step train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
-        --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
-        --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
-        --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
-        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
-fi
+RETAB_STEP=train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
+    --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
+    --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
+    --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
+    ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
+RETAB_STEP=prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
     --infer_list voc12/train_aug.txt --weights "$BOUNDARY_CKPT" --kernel "$KERNEL" --threshold "$THRESHOLD" \
     --out_dir "$BOUNDARY_TARGET_DIR" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
@@ -158,10 +136,8 @@ step prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012
 # ---------------------------------------------------------------- mixed affinity net
 if [ -n "${AFF_WEIGHTS:-}" ]; then
     say "using the given affinity net AFF_WEIGHTS=$AFF_CKPT: no mixed affinity training"
-elif [ -z "$TRAIN_AFF" ]; then
-    say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
 else
-    step train_affmixed_boundary "$PYTHON" train_affmixed_boundary.py --fold "$FOLD" --voc12_root VOC2012 \
+    RETAB_STEP=train_affmixed_boundary "$PYTHON" train_affmixed_boundary.py --fold "$FOLD" --voc12_root VOC2012 \
         --train_list voc12/train_aug.txt --list_dir voc12 \
         --base_list "voc12/trainaug_fold${FOLD}_base.npy" --novel_list "voc12/trainaug_fold${FOLD}_novel.npy" \
         --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" \
@@ -174,27 +150,27 @@ else
 fi
 
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
-step rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
+RETAB_STEP=rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
+RETAB_STEP=rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
     --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- evaluation on train
-step eval_cam "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
+RETAB_STEP=eval_cam "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
     --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
     --comment "cam fold$FOLD (train)" --type npy --curve True --fold "$FOLD"
 
-step eval_rw "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_DIR" \
+RETAB_STEP=eval_rw "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_DIR" \
     --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
     --comment "retab rw2 fold$FOLD (train)" --type png --fold "$FOLD"
 
-step eval_rw_searchbg "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_CAM_DIR" \
+RETAB_STEP=eval_rw_searchbg "$PYTHON" evaluation_boundary.py --list voc12/train.txt --predict_dir "$RW2_CAM_DIR" \
     --gt_dir VOC2012/SegmentationClassAug --targetpixel_dir None --logfile "$EVALLOG" \
     --comment "retab rw2 fold$FOLD (train) searchbg" --type npy_new --curve True --fold "$FOLD"
 
-say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $TIMINGS"
+say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $RETAB_TIMINGS"

@@ -58,6 +58,8 @@ DRIVER=run_psa
 . ./driver_lib.sh
 
 CROP_SIZE=${CROP_SIZE:-448}
+LA_ALPHA=${LA_ALPHA:-4}
+HA_ALPHA=${HA_ALPHA:-32}
 RESIZE_LONG=${RESIZE_LONG:-256 512}
 BATCH_SIZE=${BATCH_SIZE:-8}
 CLS_EPOCHS=${CLS_EPOCHS:-15}
@@ -69,17 +71,6 @@ CLS_CKPT=${CLS_CKPT:-best/res38_cls.pth}
 VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
 IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int CLS_EPOCHS 1
-need_int AFF_EPOCHS 1
-need_number CLS_LR 'v > 0' "a positive number"
-need_number AFF_LR 'v > 0' "a positive number"
-need_range RESIZE_LONG
-need_number CAM_SCALES 'v > 0' "positive numbers"
-[ -z "${CLS_OPTIMIZER:-}" ] || need_choice CLS_OPTIMIZER sgd adamw
-[ -z "${HUE_JITTER:-}" ] || need_number HUE_JITTER 'v + 0 <= 0.5' "a number in [0, 0.5]"
-[ -z "${CRF_WORKERS:-}" ] || need_int CRF_WORKERS 0
 
 CAM_DIR=$OUT/psa_trainaug_cam
 LA_DIR=$OUT/$(crf_dir_name "$LA_ALPHA")
@@ -87,7 +78,7 @@ HA_DIR=$OUT/$(crf_dir_name "$HA_ALPHA")
 RW_DIR=$OUT/psa_rw
 AFF_CKPT=$OUT/resnet38_aff.pth
 EVALLOG=$OUT/evallog.txt
-TIMINGS=$OUT/timings.tsv
+export RETAB_TIMINGS="$OUT/timings.tsv"
 
 make_out_dir "$OUT"
 
@@ -100,68 +91,59 @@ if [ -z "${WEIGHTS+set}" ]; then
     1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
     esac
 fi
-if [ -f "$CLS_CKPT" ]; then
-    say "using the trained classifier $CLS_CKPT (delete it to retrain)"
-else
-    # the initialisation and optimizer flags, collected in "$@"
-    set --
-    if [ -n "${WEIGHTS:-}" ]; then
-        set -- --weights "$WEIGHTS"
-    elif [ "$BACKBONE" = resnet38 ]; then
-        say "warning: no ImageNet weights ($IMAGENET_PARAMS): the classifier is trained from scratch"
-        set -- --from_scratch
-    fi
-    if [ "${CLS_OPTIMIZER:-sgd}" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
-    # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
-    step train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-        --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
-        --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
-        --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
-        --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
-        --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
-        "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+# the initialisation and optimizer flags, collected in "$@": without ImageNet weights ResNet-38 trains from scratch
+set --
+if [ -n "${WEIGHTS:-}" ]; then
+    set -- --weights "$WEIGHTS"
+elif [ "$BACKBONE" = resnet38 ]; then
+    set -- --from_scratch
 fi
+if [ "${CLS_OPTIMIZER:-sgd}" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
+# shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
+RETAB_STEP=train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
+    --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
+    --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
+    --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
+    --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
+    --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
+    "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- CAMs and CRF labels on train_aug
 # shellcheck disable=SC2086  # CAM_SCALES holds several numbers
-step infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/train_aug.txt \
+RETAB_STEP=infer_cls "$PYTHON" infer_cls.py --voc12_root VOC2012 --infer_list voc12/train_aug.txt \
     --cls_labels voc12/cls_labels.npy --weights "$CLS_CKPT" --scales $CAM_SCALES \
     --out_cam "$CAM_DIR" --out_la_crf "$LA_DIR" --out_ha_crf "$HA_DIR" --low_alpha "$LA_ALPHA" --high_alpha "$HA_ALPHA" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} ${CRF_WORKERS:+--crf_workers "$CRF_WORKERS"} \
     --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
+RETAB_STEP=eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$CAM_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa cam (train)" \
     --type npy --curve True --fold "$FOLD"
 
 # ---------------------------------------------------------------- PSA affinity baseline and random walk
-if [ -f "$AFF_CKPT" ]; then
-    say "using the trained affinity net $AFF_CKPT (delete it to retrain)"
-else
-    # Published: the affinity net starts from the ImageNet weights, as the classifier did (RETAB's
-    # nets too); without them, ResNet-38 from the trained classifier.
-    set --
-    if [ -n "${WEIGHTS:-}" ]; then
-        set -- --weights "$WEIGHTS"
-    elif [ "$BACKBONE" = resnet38 ]; then
-        set -- --weights "$CLS_CKPT"
-    fi
-    step train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-        --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" "$@" \
-        --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
-        --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
-        ${MOMENTUM:+--momentum "$MOMENTUM"} \
-        --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
+# Published: the affinity net starts from the ImageNet weights, as the classifier did (RETAB's
+# nets too); without them, ResNet-38 from the trained classifier.
+set --
+if [ -n "${WEIGHTS:-}" ]; then
+    set -- --weights "$WEIGHTS"
+elif [ "$BACKBONE" = resnet38 ]; then
+    set -- --weights "$CLS_CKPT"
 fi
+RETAB_STEP=train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
+    --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" "$@" \
+    --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
+    --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
+    ${MOMENTUM:+--momentum "$MOMENTUM"} \
+    --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
+RETAB_STEP=infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
+RETAB_STEP=eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
     --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" --comment "psa rw (train)" \
     --type png --fold "$FOLD"
 
-say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $TIMINGS"
+say "done; results (all/base/novel mIoU, fold $FOLD) in $EVALLOG, step times in $RETAB_TIMINGS"

@@ -56,21 +56,7 @@ PARAMS_NAME=ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 SEG_CKPT=$OUT/res38_seg.pth
 PRED_DIR=$OUT/pred_val
 EVALLOG=$OUT/evallog.txt
-TIMINGS=$OUT/timings.tsv
-
-case $SUPERVISION in
-mixed | full | weak) ;;
-*) die "SUPERVISION must be mixed, full or weak, got '$SUPERVISION'" ;;
-esac
-need_int CROP_SIZE 1
-need_int BATCH_SIZE 1
-need_int SEG_EPOCHS 1
-need_number SEG_LR 'v > 0' "a positive number"
-need_number SEG_MOMENTUM 'v + 0 < 1' "a number in [0, 1)"
-need_range RESIZE_LONG
-need_number SCALES 'v > 0' "positive numbers"
-need_choice FLIP True False
-need_choice CRF True False
+export RETAB_TIMINGS="$OUT/timings.tsv"
 
 make_out_dir "$OUT"
 
@@ -94,29 +80,24 @@ if [ -z "${WEIGHTS+set}" ]; then
     esac
     if [ -z "$WEIGHTS" ] && [ -f "$CLS_CKPT" ]; then WEIGHTS=$CLS_CKPT; fi
 fi
-if [ -f "$SEG_CKPT" ]; then
-    say "using the trained segmentation net $SEG_CKPT (delete it to retrain)"
-else
-    [ -n "${WEIGHTS:-}" ] || [ "$BACKBONE" != resnet38 ] || say "warning: no initial weights (ImageNet .params or $CLS_CKPT): training from scratch"
-    # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
-    step train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPERVISION" \
-        --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-        --base_list "voc12/trainaug_fold${FOLD}_base.txt" --novel_list "voc12/trainaug_fold${FOLD}_novel.txt" \
-        --pseudo_dir "$PSEUDO_DIR" --session_name "$(basename "$SEG_CKPT" .pth)" --out_dir "$OUT" \
-        --tblog_dir "$OUT/tblog" --batch_size "$BATCH_SIZE" --max_epoches "$SEG_EPOCHS" --lr "$SEG_LR" \
-        --momentum "$SEG_MOMENTUM" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG --resume \
-        ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
-        --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
-fi
+# shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
+RETAB_STEP=train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPERVISION" \
+    --voc12_root VOC2012 --train_list voc12/train_aug.txt \
+    --base_list "voc12/trainaug_fold${FOLD}_base.txt" --novel_list "voc12/trainaug_fold${FOLD}_novel.txt" \
+    --pseudo_dir "$PSEUDO_DIR" --session_name "$(basename "$SEG_CKPT" .pth)" --out_dir "$OUT" \
+    --tblog_dir "$OUT/tblog" --batch_size "$BATCH_SIZE" --max_epoches "$SEG_EPOCHS" --lr "$SEG_LR" \
+    --momentum "$SEG_MOMENTUM" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG --resume \
+    ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- inference and evaluation on val
 # shellcheck disable=SC2086  # SCALES holds several numbers
-step infer_seg "$PYTHON" infer_seg.py --weights "$SEG_CKPT" --infer_list voc12/val.txt --voc12_root VOC2012 \
+RETAB_STEP=infer_seg "$PYTHON" infer_seg.py --weights "$SEG_CKPT" --infer_list voc12/val.txt --voc12_root VOC2012 \
     --scales $SCALES --flip "$FLIP" --crf "$CRF" --out_dir "$PRED_DIR" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
-step eval_seg "$PYTHON" -m retab evaluation_boundary --fold "$FOLD" --type png --list voc12/val.txt \
+RETAB_STEP=eval_seg "$PYTHON" -m retab evaluation_boundary --fold "$FOLD" --type png --list voc12/val.txt \
     --predict_dir "$PRED_DIR" --gt_dir VOC2012/SegmentationClass --logfile "$EVALLOG" \
     --comment "seg $SUPERVISION fold $FOLD (val)"
 
-say "done; val all/base/novel mIoU of fold $FOLD ($SUPERVISION) in $EVALLOG, step times in $TIMINGS"
+say "done; val all/base/novel mIoU of fold $FOLD ($SUPERVISION) in $EVALLOG, step times in $RETAB_TIMINGS"

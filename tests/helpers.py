@@ -20,9 +20,9 @@ def copy_driver(folder: str, dest_root: Path) -> Path:
     return dest
 
 
-def step_commands(stdout: str, driver: str = "run_psa") -> dict[str, str]:
-    """step -> the command line a driver (run_psa, run_retab, run_seg) printed for it (not its "done in" line)."""
-    return dict(re.findall(rf"^{driver}: \[(\w+)\] (?!done in)(.*)$", stdout, re.M))
+def step_commands(stdout: str) -> dict[str, str]:
+    """step -> the command line a driver's step printed for it (retab.misc.steps; not its last line)."""
+    return dict(re.findall(r"^\[(\w+)\] (?!done in|nothing to do)(.*)$", stdout, re.M))
 
 
 def coded_image(h: int, w: int) -> np.ndarray:

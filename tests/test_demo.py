@@ -9,6 +9,7 @@ import pytest
 from retab.misc.errors import RetabError
 from retab.misc.fileio import save_score_dict, write_text
 from retab.voc import save_label_png
+from retab.engines.driver_settings import DRIVERS, settings_of
 from retab.engines.demo_pipeline import DRIVER_SETTINGS, VOC_PARTS, driver_environment, link_dataset
 from retab.engines.demo_report import evaluate_rows, retab_differences
 from retab.stages.demo import DEMO_ENV, demo_settings, main
@@ -17,12 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_driver_settings_are_what_the_drivers_read():
-    scripts = [REPO / "psa" / "run_psa.sh", REPO / "psa" / "driver_lib.sh", REPO / "RETAB" / "run_retab.sh",
-               REPO / "seg" / "run_seg.sh"]
-    read = set()
-    for script in scripts:
-        read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:-]", script.read_text()))
-    assert read - {"PYTHONPATH"} == set(DRIVER_SETTINGS)
+    """retab.engines.driver_settings lists, per driver, exactly the settings its script (with the
+    shared driver_lib.sh) reads, so that check_settings checks them all and the demo drops them all."""
+    lib = (REPO / "psa" / "driver_lib.sh").read_text()
+    for driver, script in (("run_psa", "psa/run_psa.sh"), ("run_retab", "RETAB/run_retab.sh"),
+                           ("run_seg", "seg/run_seg.sh")):
+        read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:-]", (REPO / script).read_text() + lib))
+        assert read - {"PYTHONPATH"} == set(settings_of(driver)), driver
+    assert set(DRIVER_SETTINGS) == {name for d in DRIVERS for name in settings_of(d)}
 
 
 def test_driver_environment_drops_the_callers_driver_settings(monkeypatch):

@@ -115,7 +115,7 @@ def test_run_psa_writes_every_output_with_its_properties(psa_run):
     assert [s for s, _ in steps] == ["synth_voc", "make_splits", "train_cls", "infer_cls", "eval_cam", "train_aff",
                                     "infer_aff", "eval_rw"]
     assert all(float(sec) >= 0 for _, sec in steps)
-    assert "trained from scratch" in psa_run["proc"].stdout
+    assert "trained from scratch" in psa_run["proc"].stdout + psa_run["proc"].stderr
 
 
 @pytest.mark.slow
@@ -128,8 +128,9 @@ def test_rerun_skips_finished_outputs(psa_run):
     times_before = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     proc = run_psa(psa_run["psa"], psa_run["env"])
     assert {p: p.stat().st_mtime_ns for p in watched} == before
-    ran = re.findall(r"^run_psa: \[(\w+)\] done", proc.stdout, re.M)
+    ran = re.findall(r"^\[(\w+)\] done", proc.stdout, re.M)
     assert ran == ["infer_cls", "eval_cam", "infer_aff", "eval_rw"]
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["train_cls", "train_aff"]
     # timings.tsv keeps every step, in order, with the time of its last run
     times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     assert list(times) == list(times_before)
@@ -168,9 +169,9 @@ def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, t
     stand_in = tmp_path / "stand_in_backbone.pth"
     shutil.copy(psa_run["psa"] / "best" / "res38_cls.pth", stand_in)
     env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
-    proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps run
+    proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps work
     commands = step_commands(proc.stdout)
-    assert "train_cls" not in commands
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["train_cls"]
     assert f" --weights {stand_in} " in commands["train_aff"]
     assert " --weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
 

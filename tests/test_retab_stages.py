@@ -20,6 +20,8 @@ from retab import voc
 from retab.cli import main as cli_main
 from retab.data import image_to_tensor
 from retab.data.transforms import GRID_SAMPLINGS, nearest_indices
+from retab.engines.driver_settings import check_driver_settings
+from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict, save_gray_png, save_npy, save_score_dict
 from retab.voc import save_label_png
 from retab.models import build_model
@@ -561,7 +563,7 @@ def test_run_retab_end_to_end(tiny, retab_runs, fold):
     assert all(float(sec) >= 0 for _, sec in steps)
     # ALPHA, BETA and LOGT reach the walks (stage 2 has no CAM input, hence no alpha); published 16 / 8 / 8
     alpha, beta, logt = ("4", "12", "3") if fold == 3 else ("16", "8", "8")
-    commands = step_commands(stdout, "run_retab")
+    commands = step_commands(stdout)
     assert f" --alpha {alpha} --beta {beta} --logt {logt} " in commands["rw_stage1"]
     assert f" --beta {beta} --logt {logt} " in commands["rw_stage2"] and "--alpha" not in commands["rw_stage2"]
 
@@ -595,12 +597,12 @@ def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):
 
 
 def test_run_retab_accepts_the_grid_samplings_of_the_package():
-    """run_retab.sh checks GRID_SAMPLING itself (before the boundary training writes anything), so its
-    list repeats retab.data.transforms.GRID_SAMPLINGS; the two must not drift apart."""
-    script = (REPO / "RETAB" / "run_retab.sh").read_text()
-    case = re.search(r'case \$\{GRID_SAMPLING:-\} in\n(.*?)\)', script).group(1)
-    accepted = [word.strip().strip('"') for word in case.split("|")]
-    assert accepted == ["", *GRID_SAMPLINGS]
+    """The drivers' settings check (which must not import torch) repeats
+    retab.data.transforms.GRID_SAMPLINGS; the two must not drift apart."""
+    for sampling in GRID_SAMPLINGS:
+        check_driver_settings("run_retab", {"GRID_SAMPLING": sampling})
+    with pytest.raises(RetabError, match="GRID_SAMPLING must be nearest or nearest-exact, got 'centre'"):
+        check_driver_settings("run_retab", {"GRID_SAMPLING": "centre"})
 
 
 def test_run_retab_names_a_missing_psa_output(tmp_path):
@@ -701,7 +703,7 @@ def test_run_retab_walks_a_given_affinity_net_without_training_it(tiny, tmp_path
     steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
     assert steps == ["make_splits", "prop_boundary_target", "rw_stage1", "rw_stage2", "eval_cam", "eval_rw",
                      "eval_rw_searchbg"]
-    commands = step_commands(proc.stdout, "run_retab")
+    commands = step_commands(proc.stdout)
     assert f"--weights {ckpt} " in commands["rw_stage1"] and f"--weights {ckpt} " in commands["rw_stage2"]
     assert "warning" not in proc.stdout  # no initial weights were looked for: nothing trains
 

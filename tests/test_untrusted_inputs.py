@@ -28,8 +28,9 @@ from retab.misc.safe_pickle import load_npy
 from retab.optim import make_optimizer, param_groups
 from retab.stages.convert_cams import load_irn_dict
 from retab.data.datasets import load_score_stack
-from retab.models import build_model
+from retab.models import BACKBONES, build_model
 from retab.models.weights import load_state_dict_checked, load_weights, save_checkpoint
+from retab.engines.driver_settings import check_driver_settings
 from retab.engines.training import TrainConfig, get_rng_state, set_rng_state, train
 from helpers import copy_driver, stop_at
 from test_retab_stages import (TRAIN_AUG, WIDTH, build_tiny_tree, size_of, stripes,
@@ -507,6 +508,27 @@ def test_drivers_check_their_settings_before_the_first_step(tmp_path, driver, se
     assert message in proc.stderr and value in proc.stderr
     assert "] " not in proc.stdout  # no step started
     assert not (folder / "out").exists() and not (folder / "VOC2012").exists()
+
+
+def test_settings_check_reads_only_the_drivers_own_settings_and_takes_empty_as_the_default():
+    check_driver_settings("run_psa", {"KERNEL": "4", "SUPERVISION": "none", "CLS_EPOCHS": ""})
+    with pytest.raises(RetabError, match="^KERNEL must be 0 \\(no erosion\\) or odd, got '4'$"):
+        check_driver_settings("run_retab", {"KERNEL": "4"})
+    with pytest.raises(RetabError, match="^CAM_SCALES must be positive numbers, got '1.0 0'$"):
+        check_driver_settings("run_psa", {"CAM_SCALES": "1.0 0"})
+    check_driver_settings("run_psa", {"CAM_SCALES": "1.0 .5 1.5e0", "HUE_JITTER": "0.5", "MOMENTUM": "0"})
+    assert [b for b in BACKBONES if not check_driver_settings("run_seg", {"BACKBONE": b})] == list(BACKBONES)
+    with pytest.raises(RetabError, match="unknown driver"):
+        check_driver_settings("run_irn", {})
+
+
+def test_the_settings_check_starts_without_torch(tmp_path):
+    """Every driver runs it first: it must stay quick (no torch import)."""
+    code = ("import sys; from retab.cli import main; rc = main(['check_settings', 'run_retab']); "
+            "sys.exit(10 + rc if 'torch' in sys.modules else rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "FOLD": "2", "THRESHOLD": "0.8"})
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_driver_refuses_an_output_root_under_a_file(tmp_path):

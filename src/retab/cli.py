@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from retab.misc.errors import RetabError, one_line
+from retab.misc.steps import run_step
 
 # command -> (module under retab.stages, one-line description)
 COMMANDS = {
@@ -24,6 +25,7 @@ COMMANDS = {
     "train_affmixed_boundary": ("train_affmixed_boundary", "train the mixed affinity net of a fold"),
     "infer_aff_cam_boundary": ("infer_aff_cam_boundary", "RETAB random walk, stage 1"),
     "infer_aff_cam_boundary_secondary": ("infer_aff_cam_boundary_secondary", "RETAB random walk, stage 2"),
+    "check_settings": ("check_settings", "check a driver's environment settings before its first step"),
     "check_weights": ("check_weights", "check that a trained checkpoint loads strictly into a network"),
     "convert_cams": ("convert_cams", "convert CAMs of other code bases (IRN) to the score-dict format"),
     "train_seg": ("train_seg", "train the segmentation network (mixed supervision)"),
@@ -33,18 +35,24 @@ COMMANDS = {
 
 
 def run_stage(command: str, argv=None) -> int:
-    """Run one stage; RetabError becomes a one-line message and exit status 2."""
+    """Run one stage (timed as a driver's step when RETAB_STEP is set, retab.misc.steps); RetabError
+    becomes a one-line message and exit status 2."""
     module_name, _ = COMMANDS[command]
-    try:
-        module = importlib.import_module(f"retab.stages.{module_name}")
-        rc = module.main(argv)
-    except RetabError as exc:
-        print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        return 130
-    return int(rc or 0)
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def run() -> int:
+        try:
+            module = importlib.import_module(f"retab.stages.{module_name}")
+            rc = module.main(argv)
+        except RetabError as exc:
+            print(f"{command}: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
+        return int(rc or 0)
+
+    return run_step(command, argv, run)
 
 
 def usage() -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from retab.engines.driver_settings import SETTINGS
 from retab.misc.errors import RetabError
 
 log = logging.getLogger("retab")
@@ -18,16 +19,8 @@ log = logging.getLogger("retab")
 DRIVER_FOLDERS = ("psa", "RETAB", "seg")
 DRIVER_SCRIPTS = {"psa": "run_psa.sh", "RETAB": "run_retab.sh", "seg": "run_seg.sh"}
 # Every environment setting the three drivers read. The demo's runs see only its settings, never
-# the caller's shell (an `OUT` or `WEIGHTS` left there would move or change the demo's outputs);
-# tests/test_demo.py keeps this list equal to what the drivers read.
-DRIVER_SETTINGS = (
-    "AFF_EPOCHS", "AFF_LR", "AFF_WEIGHTS", "ALPHA", "AMP", "BACKBONE", "BATCH_SIZE", "BETA", "BOUNDARY_EPOCHS",
-    "BOUNDARY_LR", "CAM_SCALES", "CLS_CKPT", "CLS_EPOCHS", "CLS_LR", "CLS_OPTIMIZER", "CRF", "CRF_WORKERS",
-    "CROP_SIZE", "DEVICE", "FLIP", "FOLD", "GRID_SAMPLING", "HA_ALPHA", "HUE_JITTER", "INFER_LIST", "KERNEL",
-    "LA_ALPHA", "LOGT", "MOMENTUM", "NUM_WORKERS", "OPTIMIZER", "OUT", "PSA_CLS", "PSA_OUT", "PSEUDO_DIR",
-    "PYTHON", "RESIZE_LONG", "SCALES", "SEED", "SEG_EPOCHS", "SEG_LR", "SEG_MOMENTUM", "SUPERVISION",
-    "SYNTH_SCALE", "THRESHOLD", "VAL_LIST", "VOC12HOME", "WEIGHTS", "WIDTH",
-)
+# the caller's shell (an `OUT` or `WEIGHTS` left there would move or change the demo's outputs).
+DRIVER_SETTINGS = tuple(SETTINGS)
 VOC_PARTS = ("Annotations", "ImageSets/Segmentation", "JPEGImages", "SegmentationClass")
 
 

@@ -43,6 +43,7 @@ from retab.models.weights import (load_state_dict_checked, load_weights, network
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
 from retab.engines.training import TrainConfig, checkpoint_paths, make_loader, max_steps
 from retab.misc.progress import progress
+from retab.misc.steps import nothing_to_do
 
 log = logging.getLogger("retab")
 
@@ -288,6 +289,19 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
     add_precision_args(parser)
     parser.add_argument("--dist_backend", choices=distributed.BACKENDS, default=None,
                         help="torch.distributed backend under torchrun (default: nccl on CUDA, gloo on the CPU)")
+
+
+def trained_already(args, session_name: str) -> bool:
+    """With --resume (the drivers' way), a session whose {out_dir}/{session_name}.pth exists finished
+    before: nothing to do, nothing read (delete the file to retrain). Without --resume a stage trains
+    anew, as published."""
+    final = Path(args.out_dir) / f"{session_name}.pth"
+    if not (getattr(args, "resume", False) and final.is_file()):
+        return False
+    setup_logging()
+    log.info("%s exists: trained already, nothing to do (delete it to retrain)", final)
+    nothing_to_do()
+    return True
 
 
 def setup_training(args) -> tuple[torch.device, Path]:

@@ -16,9 +16,10 @@ from retab.data import AffinityTrainDataset
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
-from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
-                                 initialise_for_training, labels_table, make_train_config, make_train_optimizer,
-                                 resolve_image_labels, setup_training, training_names)
+from retab.engines.stage_support import (add_cls_labels_arg, add_runtime_args, add_training_args, check_dir,
+                                         check_training_outputs, initialise_for_training, labels_table,
+                                         make_train_config, make_train_optimizer, resolve_image_labels,
+                                         setup_training, trained_already, training_names)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if trained_already(args, args.session_name):
+        return 0
     device, voc_root = setup_training(args)
     grid = args.crop_size // FEATURE_STRIDE
     if pair_count(grid, grid, AFFINITY_RADIUS) == 0:

@@ -24,9 +24,11 @@ from retab.data import AffinityTrainDataset
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
-from retab.engines.stage_support import (add_grid_sampling_arg, add_runtime_args, add_cls_labels_arg, add_training_args, check_dir, check_training_outputs,
-                                 initialise_for_training, labels_table, make_train_config, make_train_optimizer,
-                                 resolve_image_labels, setup_training, training_names)
+from retab.engines.stage_support import (add_cls_labels_arg, add_grid_sampling_arg, add_runtime_args,
+                                         add_training_args, check_dir, check_training_outputs,
+                                         initialise_for_training, labels_table, make_train_config,
+                                         make_train_optimizer, resolve_image_labels, setup_training,
+                                         trained_already, training_names)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -96,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if trained_already(args, args.session_name or f"resnet38_affmixed_fold{args.fold}"):
+        return 0
     device, voc_root = setup_training(args)
     check_crop_has_pairs(args.crop_size)
     check_gt_dir(args.gt_dir, voc_root)

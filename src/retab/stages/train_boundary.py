@@ -22,8 +22,9 @@ from retab.boundary import boundary_loss
 from retab.data import BoundaryTrainDataset
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.engines.stage_support import (add_runtime_args, add_training_args, check_training_outputs, initialise_for_training,
-                                 make_train_config, make_train_optimizer, setup_training)
+from retab.engines.stage_support import (add_runtime_args, add_training_args, check_training_outputs,
+                                         initialise_for_training, make_train_config, make_train_optimizer,
+                                         setup_training, trained_already)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if trained_already(args, args.session_name or f"resnet38_boundary_fold{args.fold}"):
+        return 0
     device, voc_root = setup_training(args)
     check_training_outputs(args, args.session_name or f"resnet38_boundary_fold{args.fold}", list_dir=args.list_dir)
     train_list = Path(args.train_list) if args.train_list else voc.fold_list(args.list_dir, args.fold, "base")

@@ -29,10 +29,11 @@ from retab.data.transforms import DEFAULT_JITTER, ColorJitter
 from retab.misc import distributed
 from retab.misc.errors import RetabError
 from retab.models import build_model
-from retab.engines.stage_support import (add_runtime_args, add_cls_labels_arg, add_training_args, check_training_outputs,
-                                 initialise_for_training, labels_table,
-                                 load_initial_weights, make_train_config, make_train_optimizer, resolve_image_labels,
-                                 setup_training, training_names)
+from retab.engines.stage_support import (add_cls_labels_arg, add_runtime_args, add_training_args,
+                                         check_training_outputs, initialise_for_training, labels_table,
+                                         load_initial_weights, make_train_config, make_train_optimizer,
+                                         resolve_image_labels, setup_training, trained_already,
+                                         training_names)
 from retab.engines.training import train
 from retab.misc.progress import progress
 
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if trained_already(args, args.session_name):
+        return 0
     # flag checks first: under torchrun, setup_training joins the process group
     if args.from_scratch and args.weights:
         raise RetabError("--from_scratch trains from a random initialisation: drop --weights or --from_scratch")
@@ -129,6 +132,7 @@ def main(argv=None) -> int:
     model = build_model("cls", args.width, args.backbone)
     cfg = make_train_config(args)
     if args.from_scratch:  # every BatchNorm trains: nothing to estimate
+        log.warning("--from_scratch: no ImageNet weights, the classifier is trained from scratch")
         load_initial_weights(model, args.weights)
         model.train_from_scratch()
     else:

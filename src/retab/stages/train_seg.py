@@ -30,8 +30,10 @@ from retab.data import SegTrainDataset
 from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
-from retab.engines.stage_support import (add_runtime_args, add_training_args, check_dir, check_training_outputs, initialise_for_training,
-                                 make_train_config, make_train_optimizer, setup_training, training_names)
+from retab.engines.stage_support import (add_runtime_args, add_training_args, check_dir,
+                                         check_training_outputs, initialise_for_training, make_train_config,
+                                         make_train_optimizer, setup_training, trained_already,
+                                         training_names)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -103,6 +105,8 @@ def fold_names(path, fold: int, part: str) -> list[str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if trained_already(args, args.session_name):
+        return 0
     device, voc_root = setup_training(args)
     check_training_outputs(args, args.session_name, pseudo_dir=args.pseudo_dir)
     names = training_names(args.train_list)
