@@ -62,8 +62,8 @@ link() {
 
 # use_dataset CANDIDATE...: VOC12HOME (from the environment, else the first candidate folder that
 # exists, else the mini-VOC ../data/mini_voc/VOC2012, generated when absent with SYNTH_SCALE as
-# its --scale), linked as ./VOC2012; then the lists under ./voc12, made by `retab make_splits`
-# unless they are complete and were made from this same dataset.
+# its --scale), linked as ./VOC2012; then the lists under ./voc12 (`retab make_splits`: nothing to
+# do when they are complete and were made from this same dataset).
 use_dataset() {
     if [ -z "${VOC12HOME:-}" ]; then
         for candidate in "$@"; do
@@ -80,9 +80,5 @@ use_dataset() {
     [ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
     VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
     link VOC2012 "$VOC12HOME"
-    if ! "$PYTHON" -c 'import sys; from retab.stages.make_splits import splits_complete; sys.exit(0 if splits_complete("voc12") else 1)' \
-        || [ "$(cat voc12/.voc12home 2>/dev/null)" != "$VOC12HOME" ]; then
-        RETAB_STEP=make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
-        printf '%s\n' "$VOC12HOME" >voc12/.voc12home
-    fi
+    RETAB_STEP=make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
 }

@@ -1,4 +1,5 @@
 """List parsing, the base/novel split rule, cls_labels and `retab make_splits` on hand-made trees."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,26 @@ def test_label_png_keeps_values_not_colours(tmp_path):
     with Image.open(tmp_path / "x.png") as img:
         assert img.mode == "P"
     np.testing.assert_array_equal(voc.load_label_png(tmp_path / "x.png"), labels)
+
+
+def test_make_splits_rerun_over_the_same_dataset_does_nothing_and_another_remakes(tree, tmp_path, capsys,
+                                                                                  monkeypatch):
+    out = tmp_path / "lists"
+    link = tmp_path / "linked_voc"
+    link.symlink_to(tree)
+    assert cli_main(["make_splits", "--voc12_root", str(link), "--out_dir", str(out)]) == 0
+    assert (out / ".voc12home").read_text() == f"{tree.resolve()}\n"  # the dataset, through the link
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    monkeypatch.setenv("RETAB_STEP", "make_splits")  # as under a driver
+    assert cli_main(["make_splits", "--voc12_root", str(tree), "--out_dir", str(out)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert capsys.readouterr().out.splitlines()[-1] == "[make_splits] nothing to do: done before"
+    # an incomplete folder, or lists of another dataset, are made again
+    (out / "val.txt").unlink()
+    assert cli_main(["make_splits", "--voc12_root", str(tree), "--out_dir", str(out)]) == 0
+    assert (out / "val.txt").is_file()
+    other = tmp_path / "other"
+    shutil.copytree(tree, other)
+    assert cli_main(["make_splits", "--voc12_root", str(other), "--out_dir", str(out)]) == 0
+    assert (out / ".voc12home").read_text() == f"{other.resolve()}\n"

@@ -130,7 +130,7 @@ def test_rerun_skips_finished_outputs(psa_run):
     assert {p: p.stat().st_mtime_ns for p in watched} == before
     ran = re.findall(r"^\[(\w+)\] done", proc.stdout, re.M)
     assert ran == ["infer_cls", "eval_cam", "infer_aff", "eval_rw"]
-    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["train_cls", "train_aff"]
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["make_splits", "train_cls", "train_aff"]
     # timings.tsv keeps every step, in order, with the time of its last run
     times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     assert list(times) == list(times_before)
@@ -171,7 +171,7 @@ def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, t
     env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
     proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps work
     commands = step_commands(proc.stdout)
-    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["train_cls"]
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["make_splits", "train_cls"]
     assert f" --weights {stand_in} " in commands["train_aff"]
     assert " --weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
 

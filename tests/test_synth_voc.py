@@ -11,6 +11,7 @@ from PIL import Image
 
 from retab import voc
 from retab.cli import run_stage
+from retab.misc import steps
 from retab.misc.errors import RetabError
 from retab.stages import synth_voc
 from retab.synth import catalog, scene
@@ -180,6 +181,13 @@ def test_rerun_with_marker_skips(root, caplog):
     assert "skipping" in caplog.text
     assert summary == synth_voc.read_marker(root)["summary"]
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+    # under a driver the step says so and keeps the time of the run that made the dataset
+    timings = root.parent / "timings.tsv"
+    timings.write_text("synth_voc\t8.50\n")
+    env = {steps.STEP_VAR: "synth_voc", steps.TIMINGS_VAR: str(timings)}
+    assert steps.run_step("synth_voc", [], lambda: synth_voc.main(["--out", str(root), "--seed", str(SEED),
+                                                                   "--scale", SCALE]), env) == 0
+    assert timings.read_text() == "synth_voc\t8.50\n"
 
 
 def test_existing_foreign_dir_is_an_error_unless_overwrite(root, tmp_path, capsys):

@@ -8,6 +8,9 @@ Writes into --out_dir (never into the dataset):
 
 A sample is novel in fold F when its SegmentationClassAug mask holds a pixel of a novel label;
 the XML is not consulted for that (as the published lists were made).
+
+`.voc12home` in --out_dir names the dataset the lists were made from: a rerun over complete lists of
+the same dataset has nothing to do (delete the folder to remake them).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from retab.misc.errors import RetabError
 from retab.misc.fileio import save_npy, write_text
 from retab.misc.outputs import check_writable
 from retab.misc.progress import progress
+from retab.misc.steps import nothing_to_do
 
 log = logging.getLogger("retab")
 
@@ -63,6 +67,16 @@ def read_label_sets(voc_root, names, workers: int | None = None) -> dict[str, fr
     return dict(zip(names, sets))
 
 
+SOURCE_MARKER = ".voc12home"
+
+
+def made_from(list_dir, voc_root) -> bool:
+    """True when list_dir holds every list, made from this same dataset (its resolved path)."""
+    marker = Path(list_dir) / SOURCE_MARKER
+    return (splits_complete(list_dir) and marker.is_file()
+            and marker.read_text().strip() == str(Path(voc_root).resolve()))
+
+
 def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
     """Write all lists; return {'train_aug': n, 'folds': {F: (n_base, n_novel)}}."""
     voc_root, out_dir = Path(voc_root).resolve(), Path(out_dir).resolve()
@@ -95,6 +109,7 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
             write_text(voc.fold_list_path(out_dir, fold, part), voc.list_lines(names, sbd_style=True))
             save_npy(voc.fold_list_path(out_dir, fold, part, ".npy"), np.array(names))
         counts[fold] = (len(parts["base"]), len(parts["novel"]))
+    write_text(out_dir / SOURCE_MARKER, f"{voc_root}\n")  # last: the lists are complete
     return {"train_aug": len(train_aug), "folds": counts}
 
 
@@ -122,5 +137,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes for reading masks")
     args = parser.parse_args(argv)
     setup_logging()
+    if made_from(args.out_dir, args.voc12_root):
+        log.info("%s holds the lists of %s: nothing to do", args.out_dir, Path(args.voc12_root).resolve())
+        nothing_to_do()
+        return 0
     print_counts(make_splits(args.voc12_root, args.out_dir, args.workers))
     return 0

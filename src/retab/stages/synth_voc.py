@@ -31,6 +31,7 @@ from retab.misc.errors import RetabError
 from retab.misc.fileio import save_image, write_text
 from retab.voc import save_label_png
 from retab.misc.outputs import check_writable
+from retab.misc.steps import nothing_to_do
 from retab.synth.scene import IMAGE_SIDE, Sample, outline_band, render_sample
 from retab.misc.progress import progress
 
@@ -185,6 +186,7 @@ def generate(out, seed: int = 0, scale: str = "small", overwrite: bool = False,
     existing = read_marker(out)
     if existing is not None and all(existing.get(k) == params.get(k) for k in (*params, "image_side")):
         log.info("%s already holds the synthetic mini-VOC (%s); skipping", out, described)
+        nothing_to_do()
         return existing["summary"]
     if out.exists() and not overwrite and not _is_empty_dir(out):
         raise RetabError(f"{out}: exists and is not a synth_voc dataset with {described}; "
