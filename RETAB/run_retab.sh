@@ -71,6 +71,10 @@ BOUNDARY_LR=${BOUNDARY_LR:-0.001}
 AFF_LR=${AFF_LR:-0.01}
 KERNEL=${KERNEL:-0}
 THRESHOLD=${THRESHOLD:-0.5}
+OPTIMIZER=${OPTIMIZER:-sgd}
+ALPHA=${ALPHA:-16}
+BETA=${BETA:-8}
+LOGT=${LOGT:-8}
 INFER_LIST=${INFER_LIST:-voc12/train_aug.txt}
 PSA_OUT=${PSA_OUT:-../psa/out}
 PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
@@ -125,7 +129,7 @@ fi
 RETAB_STEP=train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
     --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
     --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
-    --lr "$BOUNDARY_LR" --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
+    --lr "$BOUNDARY_LR" --optimizer "$OPTIMIZER" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 RETAB_STEP=prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
@@ -144,7 +148,7 @@ else
         ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
-        --optimizer "${OPTIMIZER:-sgd}" ${MOMENTUM:+--momentum "$MOMENTUM"} \
+        --optimizer "$OPTIMIZER" ${MOMENTUM:+--momentum "$MOMENTUM"} \
         --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
@@ -152,12 +156,12 @@ fi
 # ---------------------------------------------------------------- boundary-aware two-stage random walk
 RETAB_STEP=rw_stage1 "$PYTHON" infer_aff_cam_boundary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
-    --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
+    --out_rw "$RW1_DIR" --out_rw_cam "$RW1_CAM_DIR" --alpha "$ALPHA" --beta "$BETA" --logt "$LOGT" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 RETAB_STEP=rw_stage2 "$PYTHON" infer_aff_cam_boundary_secondary.py --voc12_root VOC2012 --infer_list "$INFER_LIST" \
     --weights "$AFF_CKPT" --cam_dir "$RW1_CAM_DIR" --targetpixel_dir "$BOUNDARY_TARGET_DIR" ${GRID_SAMPLING:+--grid_sampling "$GRID_SAMPLING"} \
-    --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
+    --out_rw "$RW2_DIR" --out_rw_cam "$RW2_CAM_DIR" --beta "$BETA" --logt "$LOGT" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- evaluation on train

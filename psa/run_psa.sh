@@ -67,6 +67,12 @@ AFF_EPOCHS=${AFF_EPOCHS:-8}
 CLS_LR=${CLS_LR:-0.1}
 AFF_LR=${AFF_LR:-0.1}
 CAM_SCALES=${CAM_SCALES:-1.0 0.5 1.5 2.0}
+CLS_OPTIMIZER=${CLS_OPTIMIZER:-sgd}
+HUE_JITTER=${HUE_JITTER:-0.1}
+OPTIMIZER=${OPTIMIZER:-sgd}
+ALPHA=${ALPHA:-16}
+BETA=${BETA:-8}
+LOGT=${LOGT:-8}
 CLS_CKPT=${CLS_CKPT:-best/res38_cls.pth}
 VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
@@ -98,14 +104,14 @@ if [ -n "${WEIGHTS:-}" ]; then
 elif [ "$BACKBONE" = resnet38 ]; then
     set -- --from_scratch
 fi
-if [ "${CLS_OPTIMIZER:-sgd}" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
+if [ "$CLS_OPTIMIZER" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
 # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
 RETAB_STEP=train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
     --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
     --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
     --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
     --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
-    --optimizer "${CLS_OPTIMIZER:-sgd}" --hue_jitter "${HUE_JITTER:-0.1}" \
+    --optimizer "$CLS_OPTIMIZER" --hue_jitter "$HUE_JITTER" \
     "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
@@ -133,13 +139,13 @@ fi
 RETAB_STEP=train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
     --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" "$@" \
     --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
-    --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "${OPTIMIZER:-sgd}" \
+    --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "$OPTIMIZER" \
     ${MOMENTUM:+--momentum "$MOMENTUM"} \
     --crop_size "$CROP_SIZE" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 RETAB_STEP=infer_aff "$PYTHON" infer_aff.py --voc12_root VOC2012 --infer_list voc12/train.txt \
-    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "${ALPHA:-16}" --beta "${BETA:-8}" --logt "${LOGT:-8}" \
+    --weights "$AFF_CKPT" --cam_dir "$CAM_DIR" --out_rw "$RW_DIR" --alpha "$ALPHA" --beta "$BETA" --logt "$LOGT" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 RETAB_STEP=eval_rw "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir "$RW_DIR" \
