@@ -389,6 +389,8 @@ def images_to_do(names: Iterable[str], output_paths: Callable[[str], dict[str, P
         missing = dict(paths) if overwrite else {kind: p for kind, p in paths.items() if not p.is_file()}
         if missing:
             todo[name] = missing
+    if not todo:  # every output exists: the step keeps the time of the run that wrote them
+        nothing_to_do()
     return todo
 
 
