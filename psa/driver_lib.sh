@@ -9,6 +9,9 @@ SEED=${SEED:-0}
 FOLD=${FOLD:-0}
 BACKBONE=${BACKBONE:-resnet38}
 
+# each step names itself (RETAB_STEP=NAME before its command): none is taken from the caller
+unset RETAB_STEP
+
 say() { echo "$DRIVER: $*"; }
 
 die() {
