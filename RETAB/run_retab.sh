@@ -79,7 +79,6 @@ INFER_LIST=${INFER_LIST:-voc12/train_aug.txt}
 PSA_OUT=${PSA_OUT:-../psa/out}
 PSA_CLS=${PSA_CLS:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold$FOLD}
-IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
 BOUNDARY_CKPT=$OUT/boundary_model/resnet38_boundary_fold$FOLD.pth
 BOUNDARY_TARGET_DIR=$OUT/boundary_pred/boundary_fold${FOLD}_kernel${KERNEL}_threshold${THRESHOLD}
@@ -114,15 +113,12 @@ make_out_dir "$OUT"
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- initial weights of both trainings
-if [ -z "${WEIGHTS+set}" ]; then
-    case $WIDTH in
-    1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
-    esac
-    # neither: a training that has work to do starts from a random initialisation, with a warning
-    if [ -z "${WEIGHTS+set}" ] && [ -f "$PSA_CLS" ]; then
-        WEIGHTS=$PSA_CLS
-        say "warning: no ImageNet weights ($IMAGENET_PARAMS): the trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
-    fi
+imagenet_weights
+# else the PSA classifier's backbone; neither: a training that has work to do starts from a random
+# initialisation, with a warning
+if [ -z "${WEIGHTS+set}" ] && [ -f "$PSA_CLS" ]; then
+    WEIGHTS=$PSA_CLS
+    say "warning: no ImageNet weights (pretrained_model/$IMAGENET_PARAMS_NAME): the trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
 fi
 
 # ---------------------------------------------------------------- boundary net and target maps

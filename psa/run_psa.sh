@@ -76,7 +76,6 @@ LOGT=${LOGT:-8}
 CLS_CKPT=${CLS_CKPT:-best/res38_cls.pth}
 VAL_LIST=${VAL_LIST-voc12/val.txt}
 OUT=${OUT:-./out}
-IMAGENET_PARAMS=pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
 CAM_DIR=$OUT/psa_trainaug_cam
 LA_DIR=$OUT/$(crf_dir_name "$LA_ALPHA")
@@ -92,11 +91,7 @@ make_out_dir "$OUT"
 use_dataset VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- classifier
-if [ -z "${WEIGHTS+set}" ]; then
-    case $WIDTH in
-    1 | 1.0 | 1.00) [ -f "$IMAGENET_PARAMS" ] && WEIGHTS=$IMAGENET_PARAMS ;;
-    esac
-fi
+imagenet_weights
 # the initialisation and optimizer flags, collected in "$@": without ImageNet weights ResNet-38 trains from scratch
 set --
 if [ -n "${WEIGHTS:-}" ]; then

@@ -50,7 +50,6 @@ FLIP=${FLIP:-True}
 CRF=${CRF:-False}
 CLS_CKPT=${CLS_CKPT:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold${FOLD}_$SUPERVISION}
-PARAMS_NAME=ilsvrc-cls_rna-a1_cls1000_ep-0001.params
 
 
 SEG_CKPT=$OUT/res38_seg.pth
@@ -68,18 +67,8 @@ if [ "$SUPERVISION" != full ] && [ ! -d "$PSEUDO_DIR" ]; then
     die "PSEUDO_DIR=$PSEUDO_DIR is not a folder: run RETAB/run_retab.sh for fold $FOLD first," \
         "or set PSEUDO_DIR, or use SUPERVISION=full"
 fi
-if [ -z "${WEIGHTS+set}" ]; then
-    WEIGHTS=
-    case $WIDTH in
-    1 | 1.0 | 1.00)
-        for candidate in "../psa/pretrained_model/$PARAMS_NAME" "../RETAB/pretrained_model/$PARAMS_NAME" \
-            "pretrained_model/$PARAMS_NAME"; do
-            if [ -f "$candidate" ]; then WEIGHTS=$candidate; fi
-        done
-        ;;
-    esac
-    if [ -z "$WEIGHTS" ] && [ -f "$CLS_CKPT" ]; then WEIGHTS=$CLS_CKPT; fi
-fi
+imagenet_weights pretrained_model ../psa/pretrained_model ../RETAB/pretrained_model
+[ -n "${WEIGHTS+set}" ] || [ ! -f "$CLS_CKPT" ] || WEIGHTS=$CLS_CKPT
 # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
 RETAB_STEP=train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPERVISION" \
     --voc12_root VOC2012 --train_list voc12/train_aug.txt \

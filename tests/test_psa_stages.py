@@ -446,3 +446,27 @@ def test_an_unknown_backbone_stops_the_driver_before_any_step(tmp_path, driver):
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("BACKBONE must be resnet38 or efficientnet_lite0, got 'vgg16'")
     assert "[" not in proc.stdout  # no step ran
+
+
+@pytest.mark.parametrize("settings, folders, expected", [
+    ({}, "", "pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"),
+    ({"WIDTH": "0.5"}, "", "unset"),  # a narrower ResNet-38 cannot take the ImageNet weights
+    ({"WEIGHTS": "mine.pth"}, "", "mine.pth"),
+    ({"WEIGHTS": ""}, "", ""),  # set and empty: no initial weights
+    ({}, "nowhere ../psa/pretrained_model", "../psa/pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"),
+])
+def test_drivers_find_the_published_imagenet_weights_where_they_belong(tmp_path, settings, folders, expected):
+    """imagenet_weights (driver_lib.sh), the one place the drivers look for the published .params:
+    ResNet-38 at WIDTH 1.0 only, never over a WEIGHTS the user set, in the first folder that has it."""
+    seg = copy_driver("seg", tmp_path)
+    params = tmp_path / "psa" / "pretrained_model" / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
+    params.parent.mkdir(parents=True)
+    params.write_bytes(b"")
+    (seg / "pretrained_model").mkdir()
+    (seg / "pretrained_model" / params.name).write_bytes(b"")
+    script = (f'cd "{seg}" && DRIVER=run_seg && . ../psa/driver_lib.sh && imagenet_weights {folders} && '
+              'echo "${WEIGHTS-unset}"')
+    env = {**run_psa_env(), "WIDTH": "1.0", **settings}  # run_psa_env sets no WEIGHTS
+    proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == expected
