@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from retab import voc  # noqa: E402
 from retab.cli import run_stage  # noqa: E402
-from retab.misc.fileio import save_score_dict  # noqa: E402
+from retab.misc.fileio import load_score_dict, save_score_dict  # noqa: E402
 from retab.voc import save_label_png  # noqa: E402
 from retab.engines import evaluation  # noqa: E402
 
@@ -100,7 +100,7 @@ def mini_voc_dataset(root: Path, seed: int) -> tuple[list[str], Path, Path]:
 def reference_image(args) -> np.ndarray:
     """(3, 21) counts T, P, TP of one image at one threshold, files read afresh."""
     name, pred_dir, gt_dir, t = args
-    scores = np.load(Path(pred_dir) / f"{name}.npy", allow_pickle=True).item()
+    scores = load_score_dict(Path(pred_dir) / f"{name}.npy")  # never a pickle-enabled np.load
     h, w = next(iter(scores.values())).shape
     tensor = np.zeros((voc.NUM_LABELS, h, w), np.float32)
     for key, value in scores.items():

@@ -20,7 +20,7 @@ from retab.cam import multiscale_cam, multiscale_cams
 from retab.cli import main as cli_main
 from retab.misc import distributed
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_score_dict
+from retab.misc.fileio import load_score_dict, save_score_dict
 from retab.misc.precision import Precision, apply_precision, state_dict_for_saving
 from retab.models import build_model
 from retab.models.weights import load_weights, save_checkpoint
@@ -468,8 +468,8 @@ def test_infer_cls_cam_batch_and_speed_flags_write_close_outputs(tree, tmp_path)
     assert cli_main(infer_cls_argv(tree, plain)) == 0
     assert cli_main(infer_cls_argv(tree, fast, "--cam_batch", "3", "--channels_last")) == 0
     for name in IMAGES:
-        a = np.load(plain / "cam" / f"{name}.npy", allow_pickle=True).item()
-        b = np.load(fast / "cam" / f"{name}.npy", allow_pickle=True).item()
+        a = load_score_dict(plain / "cam" / f"{name}.npy")
+        b = load_score_dict(fast / "cam" / f"{name}.npy")
         assert sorted(a) == sorted(b)
         for k in a:
             np.testing.assert_allclose(b[k], a[k], rtol=0, atol=3e-5)

@@ -10,7 +10,7 @@ import pytest
 from retab import metrics, voc
 from retab.cli import run_stage
 from retab.misc.errors import RetabError
-from retab.misc.fileio import save_gray_png, save_score_dict
+from retab.misc.fileio import load_score_dict, save_gray_png, save_score_dict
 from retab.voc import save_label_png
 from retab.engines import evaluation
 from retab.stages import evaluation_boundary
@@ -85,7 +85,7 @@ def reference_evaluate(names, pred_dir, gt_dir, pred_type, t, fold, boundary_tar
         if pred_type == "png":
             pred = voc.load_label_png(Path(pred_dir) / f"{name}.png")
         else:
-            scores = np.load(Path(pred_dir) / f"{name}.npy", allow_pickle=True).item()
+            scores = load_score_dict(Path(pred_dir) / f"{name}.npy")
             tensor = np.zeros((21,) + gt.shape, np.float32)
             for key, value in scores.items():
                 if pred_type == "npy":

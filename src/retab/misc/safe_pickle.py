@@ -1,7 +1,7 @@
 """Reading `.npy` files, the published pickled dicts included, without running code from them.
 
-`np.load(..., allow_pickle=True)` unpickles whatever a file names: an object whose `__reduce__`
-calls `os.system` runs it. `load_npy` reads plain arrays with allow_pickle=False and unpickles
+numpy's pickle-enabled load unpickles whatever a file names: an object whose `__reduce__` calls
+`os.system` runs it. `load_npy` reads plain arrays with allow_pickle=False and unpickles
 object arrays (the published CAM, CRF and score dicts, `cls_labels.npy`, name lists) with
 `RestrictedUnpickler`, which resolves only the globals that numpy arrays and scalars need (and,
 for IRN's files, torch tensors, their storages read with `weights_only=True`). Any other global is
@@ -106,7 +106,7 @@ def _array_header(fp):
 
 
 def load_npy(path, what: str, allow_torch: bool = False):
-    """What np.load(path, allow_pickle=True) returns for a `.npy` file, read without running code:
+    """What numpy's pickle-enabled load returns for a `.npy` file, read without running code:
     a plain array as is, an object array through RestrictedUnpickler. `what` names the file's
     kind in errors; allow_torch also admits torch tensors (IRN's CAM files hold them)."""
     path = Path(path)
