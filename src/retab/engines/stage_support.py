@@ -41,7 +41,7 @@ from retab.models import BACKBONES, DEFAULT_BACKBONE, build_model
 from retab.models.weights import (load_state_dict_checked, load_weights, network_of, read_torch_file,
                                   state_dict_from_checkpoint)
 from retab.optim import OPTIMIZERS, make_optimizer, param_groups
-from retab.engines.training import TrainConfig, checkpoint_paths, make_loader, max_steps
+from retab.engines.training import TrainConfig, checkpoint_paths, make_loader, max_steps, session_paths
 from retab.misc.progress import progress
 from retab.misc.steps import nothing_to_do
 
@@ -295,7 +295,7 @@ def trained_already(args, session_name: str) -> bool:
     """With --resume (the drivers' way), a session whose {out_dir}/{session_name}.pth exists finished
     before: nothing to do, nothing read (delete the file to retrain). Without --resume a stage trains
     anew, as published."""
-    final = Path(args.out_dir) / f"{session_name}.pth"
+    final = session_paths(args.out_dir, session_name)[0]
     if not (getattr(args, "resume", False) and final.is_file()):
         return False
     setup_logging()

@@ -105,9 +105,14 @@ def _summary_writer(tblog_dir):
     return SummaryWriter(tblog_dir)
 
 
+def session_paths(out_dir, session_name: str) -> tuple[Path, Path]:
+    """The final state dict and the resumable per-epoch checkpoint of a training session."""
+    out = Path(out_dir)
+    return out / f"{session_name}.pth", out / f"{session_name}.last.pt"
+
+
 def checkpoint_paths(cfg: TrainConfig) -> tuple[Path, Path]:
-    out = Path(cfg.out_dir)
-    return out / f"{cfg.session_name}.pth", out / f"{cfg.session_name}.last.pt"
+    return session_paths(cfg.out_dir, cfg.session_name)
 
 
 def train(model: torch.nn.Module, optimizer, dataset, step_fn: StepFn, cfg: TrainConfig,

@@ -98,13 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if trained_already(args, args.session_name or f"resnet38_affmixed_fold{args.fold}"):
+    session_name = args.session_name or f"resnet38_affmixed_fold{args.fold}"  # the fold's default
+    if trained_already(args, session_name):
         return 0
     device, voc_root = setup_training(args)
     check_crop_has_pairs(args.crop_size)
     check_gt_dir(args.gt_dir, voc_root)
     target_arg = None if args.boundary_target_dir in (None, "", "None") else args.boundary_target_dir
-    check_training_outputs(args, args.session_name or f"resnet38_affmixed_fold{args.fold}", la_crf_dir=args.la_crf_dir,
+    check_training_outputs(args, session_name, la_crf_dir=args.la_crf_dir,
                            ha_crf_dir=args.ha_crf_dir, boundary_target_dir=target_arg, list_dir=args.list_dir)
     la_dir = check_dir(args.la_crf_dir, "la CRF label")
     ha_dir = check_dir(args.ha_crf_dir, "ha CRF label")
@@ -126,11 +127,11 @@ def main(argv=None) -> int:
              args.fold, len(base), base_list, len(novel), novel_list, args.grid_sampling)
 
     labels = labels_table(novel, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
-    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base, boundary_target_dir=boundary_target_dir,
-                                   crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
+    dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base,
+                                   boundary_target_dir=boundary_target_dir, crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
                                    grid_sampling=args.grid_sampling, image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
-    cfg = make_train_config(args, args.session_name or f"resnet38_affmixed_fold{args.fold}")
+    cfg = make_train_config(args, session_name)
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_affmixed_boundary: %d images, %d epochs of %d steps, width %g, on %s", len(dataset),

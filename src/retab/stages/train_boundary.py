@@ -54,10 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if trained_already(args, args.session_name or f"resnet38_boundary_fold{args.fold}"):
+    session_name = args.session_name or f"resnet38_boundary_fold{args.fold}"  # the fold's default
+    if trained_already(args, session_name):
         return 0
     device, voc_root = setup_training(args)
-    check_training_outputs(args, args.session_name or f"resnet38_boundary_fold{args.fold}", list_dir=args.list_dir)
+    check_training_outputs(args, session_name, list_dir=args.list_dir)
     train_list = Path(args.train_list) if args.train_list else voc.fold_list(args.list_dir, args.fold, "base")
     names = voc.read_name_list(train_list)
     if not names:
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
 
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
     model = build_model("boundary", args.width, args.backbone)
-    cfg = make_train_config(args, args.session_name or f"resnet38_boundary_fold{args.fold}")
+    cfg = make_train_config(args, session_name)
     initialise_for_training(model, args.weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_boundary: %d epochs of %d steps, width %g, on %s", cfg.max_epoches,
