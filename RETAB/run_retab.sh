@@ -31,9 +31,10 @@
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
 #   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh; PSA's nets must match it)
-#   WEIGHTS      initial weights of both trainings [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-#                (published) when present and WIDTH is 1.0; else the PSA classifier $PSA_CLS, with a
-#                warning; else, or with WEIGHTS= (set, empty), a random initialisation]
+#   WEIGHTS      initial weights of both trainings [auto: for ResNet-38 at WIDTH 1.0
+#                pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params when present (published); else
+#                the PSA classifier $PSA_CLS, with a warning; else a random initialisation, with a
+#                warning]; WEIGHTS= (set, empty): a random initialisation
 #   PSA_CLS      the PSA classifier [../psa/best/res38_cls.pth]
 #   AFF_WEIGHTS  a given mixed affinity net, e.g. the published psa_ourbest_fold{F}_affnet.pth (path
 #                relative to RETAB/ like the others) [unset: trained]: checked at once (strictly, a
@@ -112,20 +113,12 @@ make_out_dir "$OUT"
 # ---------------------------------------------------------------- dataset and lists
 use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
 
-# ---------------------------------------------------------------- initial weights of both trainings
-imagenet_weights
-# else the PSA classifier's backbone; neither: a training that has work to do starts from a random
-# initialisation, with a warning
-if [ -z "${WEIGHTS+set}" ] && [ -f "$PSA_CLS" ]; then
-    WEIGHTS=$PSA_CLS
-    say "warning: no ImageNet weights (pretrained_model/$IMAGENET_PARAMS_NAME): the trainings start from the backbone of the PSA classifier $PSA_CLS, not from the published ImageNet initialisation"
-fi
-
 # ---------------------------------------------------------------- boundary net and target maps
 RETAB_STEP=train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \
     --session_name "$(basename "$BOUNDARY_CKPT" .pth)" --out_dir "$(dirname "$BOUNDARY_CKPT")" \
     --tblog_dir "$OUT/tblog_boundary" --batch_size "$BATCH_SIZE" --max_epoches "$BOUNDARY_EPOCHS" \
-    --lr "$BOUNDARY_LR" --optimizer "$OPTIMIZER" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} \
+    --lr "$BOUNDARY_LR" --optimizer "$OPTIMIZER" ${MOMENTUM:+--momentum "$MOMENTUM"} --crop_size "$CROP_SIZE" \
+    --weights "${WEIGHTS-auto}" --fallback_weights "$PSA_CLS" \
     ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 RETAB_STEP=prop_boundary_target "$PYTHON" prop_boundary_target.py --voc12_root VOC2012 \
@@ -145,7 +138,8 @@ else
         --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$(dirname "$AFF_CKPT")" \
         --tblog_dir "$OUT/tblog_aff" --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" \
         --optimizer "$OPTIMIZER" ${MOMENTUM:+--momentum "$MOMENTUM"} \
-        --crop_size "$CROP_SIZE" ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+        --crop_size "$CROP_SIZE" --weights "${WEIGHTS-auto}" --fallback_weights "$PSA_CLS" \
+        ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
         --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 fi
 

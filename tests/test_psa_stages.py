@@ -166,7 +166,7 @@ def test_affinity_and_walk_settings_reach_their_stages(psa_run):
 def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, tmp_path):
     """Published, the affinity net starts from the ImageNet weights as the classifier did: a `.pth`
     WEIGHTS (a converted or stand-in backbone) reaches train_aff too, not only a `.params` file;
-    without WEIGHTS the trained classifier does (the fixture's run)."""
+    without WEIGHTS the trained classifier does, with a warning (the fixture's run)."""
     stand_in = tmp_path / "stand_in_backbone.pth"
     shutil.copy(psa_run["psa"] / "best" / "res38_cls.pth", stand_in)
     env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
@@ -174,7 +174,8 @@ def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, t
     commands = step_commands(proc.stdout)
     assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["make_splits", "train_cls"]
     assert f" --weights {stand_in} " in commands["train_aff"]
-    assert " --weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
+    assert " --weights auto --fallback_weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
+    assert "starting from the backbone of best/res38_cls.pth" in psa_run["proc"].stderr
 
 
 @pytest.mark.slow
@@ -420,8 +421,8 @@ def test_lite0_backbone_reaches_every_network_and_starts_from_its_imagenet_weigh
     commands = step_commands(proc.stdout)
     for step in ("train_cls", "infer_cls", "train_aff", "infer_aff"):
         assert " --backbone efficientnet_lite0 " in commands[step], step
-    assert "--weights" not in commands["train_cls"] and "--from_scratch" not in commands["train_cls"]
-    assert "--weights" not in commands["train_aff"]  # the ImageNet weights, as published (not the classifier)
+    assert " --weights auto " in commands["train_cls"] and " --weights auto " in commands["train_aff"]
+    # both from the ImageNet weights, as published (not from scratch, not from the classifier)
     assert proc.stderr.count("EfficientNet-Lite0 ImageNet weights") == 2 and "from scratch" not in proc.stdout
     for kind, ckpt in (("cls", psa_run["psa"] / "best_lite0" / "cls.pth"),
                        ("aff", psa_run["psa"] / "out_lite0" / "resnet38_aff.pth")):
@@ -448,25 +449,11 @@ def test_an_unknown_backbone_stops_the_driver_before_any_step(tmp_path, driver):
     assert "[" not in proc.stdout  # no step ran
 
 
-@pytest.mark.parametrize("settings, folders, expected", [
-    ({}, "", "pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"),
-    ({"WIDTH": "0.5"}, "", "unset"),  # a narrower ResNet-38 cannot take the ImageNet weights
-    ({"WEIGHTS": "mine.pth"}, "", "mine.pth"),
-    ({"WEIGHTS": ""}, "", ""),  # set and empty: no initial weights
-    ({}, "nowhere ../psa/pretrained_model", "../psa/pretrained_model/ilsvrc-cls_rna-a1_cls1000_ep-0001.params"),
-])
-def test_drivers_find_the_published_imagenet_weights_where_they_belong(tmp_path, settings, folders, expected):
-    """imagenet_weights (driver_lib.sh), the one place the drivers look for the published .params:
-    ResNet-38 at WIDTH 1.0 only, never over a WEIGHTS the user set, in the first folder that has it."""
-    seg = copy_driver("seg", tmp_path)
-    params = tmp_path / "psa" / "pretrained_model" / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
-    params.parent.mkdir(parents=True)
-    params.write_bytes(b"")
-    (seg / "pretrained_model").mkdir()
-    (seg / "pretrained_model" / params.name).write_bytes(b"")
-    script = (f'cd "{seg}" && DRIVER=run_seg && . ../psa/driver_lib.sh && imagenet_weights {folders} && '
-              'echo "${WEIGHTS-unset}"')
-    env = {**run_psa_env(), "WIDTH": "1.0", **settings}  # run_psa_env sets no WEIGHTS
-    proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == expected
+def test_every_training_step_of_every_driver_takes_weights_auto_unless_weights_is_set():
+    """The drivers choose no initial weights themselves: each training step passes WEIGHTS when set
+    (empty: none), else `auto`, the stages' rule (resolve_initial_weights)."""
+    trainings = {"psa/run_psa.sh": 2, "RETAB/run_retab.sh": 2, "seg/run_seg.sh": 1}
+    for driver, count in trainings.items():
+        text = (REPO / driver).read_text()
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        assert code.count('--weights "${WEIGHTS-auto}"') == count == code.count("--resume"), driver

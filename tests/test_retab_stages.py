@@ -531,8 +531,9 @@ def test_run_retab_end_to_end(tiny, retab_runs, fold):
     psa_out = (tiny["psa"] / "out").resolve()
     assert (retab_dir / "psa_initcam" / "psa_trainaug_cam").resolve() == psa_out / "psa_trainaug_cam"
     assert (retab_dir / "psa_afflabel" / "psa_trainaug_crf_4.0").is_dir()
-    stdout = retab_runs["procs"][fold].stdout
-    assert "not from the published ImageNet initialisation" in stdout  # the PSA classifier started both trainings
+    stdout, stderr = retab_runs["procs"][fold].stdout, retab_runs["procs"][fold].stderr
+    # the PSA classifier started both trainings (auto without the ImageNet weights)
+    assert stderr.count("starting from the backbone of ../psa/best/res38_cls.pth, not from the published ImageNet") == 2
 
     for ckpt, kind in ((out / "boundary_model" / f"resnet38_boundary_fold{fold}.pth", "boundary"),
                        (out / "affmodel" / f"resnet38_affmixed_fold{fold}.pth", "aff")):
@@ -705,7 +706,7 @@ def test_run_retab_walks_a_given_affinity_net_without_training_it(tiny, tmp_path
                      "eval_rw_searchbg"]
     commands = step_commands(proc.stdout)
     assert f"--weights {ckpt} " in commands["rw_stage1"] and f"--weights {ckpt} " in commands["rw_stage2"]
-    assert "warning" not in proc.stdout  # no initial weights were looked for: nothing trains
+    assert "no ImageNet weights" not in proc.stderr  # no initial weights were looked for: nothing trains
 
     # the same walks with the project's own checkpoint of the same weights, loaded directly (on a
     # novel and a base sample of fold 0)

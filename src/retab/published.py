@@ -10,3 +10,5 @@ WALK_BETA = 8  # transition matrix: affinity ** beta, then column-normalised
 WALK_LOGT = 8  # the walk applies the transition 2 ** logt times
 CRF_LOW_ALPHA = 4  # infer_cls: background exponent of the confident-background ("la") CRF labels
 CRF_HIGH_ALPHA = 32  # infer_cls: background exponent of the confident-foreground ("ha") CRF labels
+IMAGENET_PARAMS_NAME = "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"  # ResNet-38's ImageNet weights (MXNet)
+IMAGENET_PARAMS_DIR = "pretrained_model"  # where the published drivers read them, beside each script

@@ -44,6 +44,7 @@ from retab.optim import OPTIMIZERS, make_optimizer, param_groups
 from retab.engines.training import TrainConfig, checkpoint_paths, make_loader, max_steps, session_paths
 from retab.misc.progress import progress
 from retab.misc.steps import nothing_to_do
+from retab.published import IMAGENET_PARAMS_DIR, IMAGENET_PARAMS_NAME
 
 log = logging.getLogger("retab")
 
@@ -97,6 +98,37 @@ def labels_table(names, image_labels) -> dict[str, np.ndarray]:
 def _head_keys(model: torch.nn.Module) -> list[str]:
     heads = tuple(getattr(model, "head_names", ()))
     return [k for k in model.state_dict() if k.split(".")[0] in heads]
+
+
+AUTO_WEIGHTS = "auto"  # --weights auto: the drivers' choice of initial weights (resolve_initial_weights)
+
+
+def resolve_initial_weights(args) -> str | None:
+    """The file a training stage starts from, as --weights asks.
+
+    A path: that file (a missing one stops the stage when it is read). '' or absent: none.
+    `auto` (what the drivers pass unless WEIGHTS is set): ImageNet weights as published, i.e. for
+    ResNet-38 at --width 1.0 the `.params` in the first of --imagenet_dirs that holds it, and for
+    EfficientNet-Lite0 its package's (None here); else --fallback_weights when that file exists (a
+    trained classifier's backbone), with a warning; else none, with a warning.
+    """
+    if args.weights != AUTO_WEIGHTS:
+        return args.weights or None
+    if args.backbone != DEFAULT_BACKBONE:
+        return None
+    if args.width == 1.0:
+        for folder in args.imagenet_dirs:
+            if (Path(folder) / IMAGENET_PARAMS_NAME).is_file():
+                return str(Path(folder) / IMAGENET_PARAMS_NAME)
+    searched = (f"{IMAGENET_PARAMS_NAME} in {', '.join(args.imagenet_dirs)}" if args.width == 1.0
+                else f"the ImageNet weights are for --width 1.0, not {args.width:g}")
+    if args.fallback_weights and Path(args.fallback_weights).is_file():
+        log.warning("no ImageNet weights (%s): starting from the backbone of %s, not from the published "
+                    "ImageNet initialisation", searched, args.fallback_weights)
+        return args.fallback_weights
+    log.warning("no ImageNet weights (%s)%s: starting from a random initialisation", searched,
+                f" and no {args.fallback_weights}" if args.fallback_weights else "")
+    return None
 
 
 def load_initial_weights(model: torch.nn.Module, weights) -> None:
@@ -257,7 +289,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
     texts = {
         "--network": COMPATIBILITY_HELP,
         "--momentum": "real SGD momentum (e.g. 0.9); default: the published quirk, momentum = --wt_dec",
-        "--weights": weights_help,
+        "--weights": weights_help + f"; {AUTO_WEIGHTS} (the drivers'): the ImageNet weights, else --fallback_weights, "
+                                    "else none (resolve_initial_weights)",
         "--optimizer": "sgd: the published poly SGD; adamw: poly AdamW (not in the paper; for networks "
                        "that start from a from-scratch classifier, as in the CPU demo)",
         "--out_dir": "where {session_name}.pth is written",
@@ -281,6 +314,12 @@ def add_training_args(parser: argparse.ArgumentParser, *, session_name: str | No
     add("--session_name", default=session_name)
     add("--crop_size", type=int, default=crop_size)
     add("--weights", default=None)
+    parser.add_argument("--imagenet_dirs", nargs="+", default=[IMAGENET_PARAMS_DIR], metavar="DIR",
+                        help=f"--weights auto: the folders searched, in order, for {IMAGENET_PARAMS_NAME} "
+                             f"[{IMAGENET_PARAMS_DIR}]")
+    parser.add_argument("--fallback_weights", default=None, metavar="PTH",
+                        help="--weights auto without ImageNet weights: start from this file when it exists "
+                             "(e.g. the trained PSA classifier), with a warning")
     add("--voc12_root", default="VOC2012")
     add("--tblog_dir", default=tblog_dir)
     add("--out_dir", default=".")

@@ -27,8 +27,8 @@ from retab.published import AFFINITY_RADIUS, FEATURE_STRIDE
 from retab.engines.stage_support import (add_cls_labels_arg, add_grid_sampling_arg, add_runtime_args,
                                          add_training_args, check_dir, check_training_outputs,
                                          initialise_for_training, labels_table, make_train_config,
-                                         make_train_optimizer, resolve_image_labels, setup_training,
-                                         trained_already, training_names)
+                                         make_train_optimizer, resolve_image_labels, resolve_initial_weights,
+                                         setup_training, trained_already, training_names)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
                                    grid_sampling=args.grid_sampling, image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args, session_name)
-    initialise_for_training(model, args.weights, dataset, cfg, device)
+    initialise_for_training(model, resolve_initial_weights(args), dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_affmixed_boundary: %d images, %d epochs of %d steps, width %g, on %s", len(dataset),
              cfg.max_epoches, optimizer.max_step // cfg.max_epoches, args.width, device)

@@ -24,7 +24,7 @@ from retab.misc.errors import RetabError
 from retab.models import build_model
 from retab.engines.stage_support import (add_runtime_args, add_training_args, check_training_outputs,
                                          initialise_for_training, make_train_config, make_train_optimizer,
-                                         setup_training, trained_already)
+                                         resolve_initial_weights, setup_training, trained_already)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     dataset = BoundaryTrainDataset(names, voc_root, crop_size=args.crop_size, seed=args.seed)
     model = build_model("boundary", args.width, args.backbone)
     cfg = make_train_config(args, session_name)
-    initialise_for_training(model, args.weights, dataset, cfg, device)
+    initialise_for_training(model, resolve_initial_weights(args), dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_boundary: %d epochs of %d steps, width %g, on %s", cfg.max_epoches,
              optimizer.max_step // cfg.max_epoches, args.width, device)

@@ -28,12 +28,12 @@ from retab.data import ClsTrainDataset, ImageDataset, image_to_tensor
 from retab.data.transforms import DEFAULT_JITTER, ColorJitter
 from retab.misc import distributed
 from retab.misc.errors import RetabError
-from retab.models import build_model
-from retab.engines.stage_support import (add_cls_labels_arg, add_runtime_args, add_training_args,
+from retab.models import DEFAULT_BACKBONE, build_model
+from retab.engines.stage_support import (AUTO_WEIGHTS, add_cls_labels_arg, add_runtime_args, add_training_args,
                                          check_training_outputs, initialise_for_training, labels_table,
                                          load_initial_weights, make_train_config, make_train_optimizer,
-                                         resolve_image_labels, setup_training, trained_already,
-                                         training_names)
+                                         resolve_image_labels, resolve_initial_weights, setup_training,
+                                         trained_already, training_names)
 from retab.engines.training import train
 from retab.misc.progress import progress
 
@@ -83,6 +83,16 @@ def cls_step(model, batch, device):
     return loss, {}
 
 
+def initial_weights(args) -> tuple[str | None, bool]:
+    """(the file the classifier starts from, whether it trains --from_scratch). Besides the flag,
+    the drivers' rule: a ResNet-38 classifier that --weights auto or '' leaves without weights
+    trains every layer; with --weights absent a random one keeps the published frozen BatchNorms."""
+    if args.from_scratch:
+        return None, True
+    weights = resolve_initial_weights(args)
+    return weights, weights is None and args.weights is not None and args.backbone == DEFAULT_BACKBONE
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retab train_cls", description=__doc__.splitlines()[0])
     add_training_args(p, session_name="resnet38_cls", max_epoches=15, lr=0.1, network="network.resnet38_cls",
@@ -91,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no --weights: He initialisation, every layer and BatchNorm trains (not in the paper; "
                         "without it a random initialisation keeps the published frozen BatchNorms, with "
                         "statistics estimated from the data); under torchrun the BatchNorms use the statistics "
-                        "of the global batch on CUDA (SyncBatchNorm), of each process's share on the CPU")
+                        "of the global batch on CUDA (SyncBatchNorm), of each process's share on the CPU; "
+                        "implied for resnet38 when --weights auto or '' leaves it without weights (the drivers')")
     p.add_argument("--hue_jitter", type=float, default=DEFAULT_JITTER.hue,
                    help="hue strength of the colour jitter [published 0.1]; the mini-VOC's classes wear "
                         "signature hues, which a +-36 degree shift would swap")
@@ -107,7 +118,7 @@ def main(argv=None) -> int:
     if trained_already(args, args.session_name):
         return 0
     # flag checks first: under torchrun, setup_training joins the process group
-    if args.from_scratch and args.weights:
+    if args.from_scratch and args.weights not in (None, "", AUTO_WEIGHTS):
         raise RetabError("--from_scratch trains from a random initialisation: drop --weights or --from_scratch")
     if not 0.0 <= args.hue_jitter <= 0.5:
         raise RetabError(f"--hue_jitter must be in [0, 0.5], got {args.hue_jitter}")
@@ -131,12 +142,13 @@ def main(argv=None) -> int:
 
     model = build_model("cls", args.width, args.backbone)
     cfg = make_train_config(args)
-    if args.from_scratch:  # every BatchNorm trains: nothing to estimate
+    weights, from_scratch = initial_weights(args)
+    if from_scratch:  # every BatchNorm trains: nothing to estimate
         log.warning("--from_scratch: no ImageNet weights, the classifier is trained from scratch")
-        load_initial_weights(model, args.weights)
+        load_initial_weights(model, None)
         model.train_from_scratch()
     else:
-        initialise_for_training(model, args.weights, dataset, cfg, device)
+        initialise_for_training(model, weights, dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_cls: %d images, %d epochs of %d steps, width %g, on %s", len(dataset), cfg.max_epoches,
              optimizer.max_step // max(cfg.max_epoches, 1), args.width, device)

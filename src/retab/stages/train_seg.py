@@ -32,8 +32,8 @@ from retab.models import build_model
 from retab.models.segmentation import segmentation_loss
 from retab.engines.stage_support import (add_runtime_args, add_training_args, check_dir,
                                          check_training_outputs, initialise_for_training, make_train_config,
-                                         make_train_optimizer, setup_training, trained_already,
-                                         training_names)
+                                         make_train_optimizer, resolve_initial_weights, setup_training,
+                                         trained_already, training_names)
 from retab.engines.training import train
 
 log = logging.getLogger("retab")
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
 
     model = build_model("seg", args.width, args.backbone)
     cfg = make_train_config(args)
-    initialise_for_training(model, args.weights, dataset, cfg, device)
+    initialise_for_training(model, resolve_initial_weights(args), dataset, cfg, device)
     optimizer = make_train_optimizer(args, model, len(dataset), cfg)
     log.info("train_seg fold %d, %s supervision: %d images (%d with GT, %d with pseudo labels), "
              "%d epochs of %d steps, width %g, on %s", args.fold, args.supervision, len(names),
