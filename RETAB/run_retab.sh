@@ -7,7 +7,7 @@
 #   cd psa && sh run_psa.sh          # first: the PSA outputs this stage starts from
 #   cd RETAB && FOLD=1 sh run_retab.sh
 #
-# Environment (defaults in brackets):
+# Environment (defaults in brackets; a relative path is relative to RETAB/, where every step runs):
 #   FOLD [0]     PASCAL-5i fold 0..3 (novel labels 5F+1 .. 5F+5)
 #   VOC12HOME    dataset root [./VOC2012 if it exists, else the one psa/ uses (../psa/VOC2012),
 #                else ../data/mini_voc/VOC2012]
@@ -36,11 +36,11 @@
 #                the PSA classifier $PSA_CLS, with a warning; else a random initialisation, with a
 #                warning]; WEIGHTS= (set, empty): a random initialisation
 #   PSA_CLS      the PSA classifier [../psa/best/res38_cls.pth]
-#   AFF_WEIGHTS  a given mixed affinity net, e.g. the published psa_ourbest_fold{F}_affnet.pth (path
-#                relative to RETAB/ like the others) [unset: trained]: checked at once (strictly, a
-#                DataParallel `module.` prefix accepted; another network's checkpoint stops the run),
-#                then read as it is by both walks; the mixed affinity training and its CRF label
-#                inputs are skipped (the boundary net and target maps are not: the walks read the maps)
+#   AFF_WEIGHTS  a given mixed affinity net, e.g. the published psa_ourbest_fold{F}_affnet.pth [unset:
+#                trained]: checked at once (strictly, a DataParallel `module.` prefix accepted; another
+#                network's checkpoint stops the run), then read as it is by both walks; the mixed affinity
+#                training and its CRF label inputs are skipped (the boundary net and target maps are not:
+#                the walks read the maps)
 #   OUT          output root [./out/fold$FOLD]
 #
 # Outputs under $OUT: boundary_model/resnet38_boundary_fold$FOLD.pth,
@@ -92,26 +92,21 @@ EVALLOG=$OUT/evallog.txt
 export RETAB_TIMINGS="$OUT/timings.tsv"
 
 # ---------------------------------------------------------------- PSA outputs
-LA_NAME=$(crf_dir_name "$LA_ALPHA")
-HA_NAME=$(crf_dir_name "$HA_ALPHA")
-# the CRF labels are the mixed affinity training's input only
-CRF_DIRS=
-[ -n "${AFF_WEIGHTS:-}" ] || CRF_DIRS="$LA_NAME $HA_NAME"
-for d in psa_trainaug_cam $CRF_DIRS; do
-    [ -d "$PSA_OUT/$d" ] || die "PSA output $PSA_OUT/$d not found: run psa/run_psa.sh first (or set PSA_OUT)"
-done
-PSA_OUT=$(cd "$PSA_OUT" && pwd -P)
-# Published layout: psa_initcam/psa_trainaug_cam and psa_afflabel/psa_trainaug_crf_{4.0,32.0}.
-link psa_initcam "$PSA_OUT"
-link psa_afflabel "$PSA_OUT"
+# the CRF labels are the mixed affinity training's input only; published layout: psa_initcam/psa_trainaug_cam
+# and psa_afflabel/psa_trainaug_crf_{4.0,32.0}
+CRF_DIRS="$(crf_dir_name "$LA_ALPHA") $(crf_dir_name "$HA_ALPHA")"
+[ -z "${AFF_WEIGHTS:-}" ] || CRF_DIRS=
+# shellcheck disable=SC2086  # CRF_DIRS holds two names or none
+"$PYTHON" -m retab use_psa_outputs --psa_out "$PSA_OUT" --crf_dirs $CRF_DIRS
 CAM_DIR=psa_initcam/psa_trainaug_cam
-LA_DIR=psa_afflabel/$LA_NAME
-HA_DIR=psa_afflabel/$HA_NAME
+LA_DIR=psa_afflabel/$(crf_dir_name "$LA_ALPHA")
+HA_DIR=psa_afflabel/$(crf_dir_name "$HA_ALPHA")
 
 make_out_dir "$OUT"
 
 # ---------------------------------------------------------------- dataset and lists
-use_dataset VOC2012 ../psa/VOC2012 ../data/mini_voc/VOC2012
+RETAB_STEP=dataset "$PYTHON" -m retab use_dataset ${VOC12HOME:+--voc12home "$VOC12HOME"} VOC2012 ../psa/VOC2012 \
+    --mini_voc "$MINI_VOC" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"} --link VOC2012 --list_dir voc12
 
 # ---------------------------------------------------------------- boundary net and target maps
 RETAB_STEP=train_boundary "$PYTHON" train_boundary.py --fold "$FOLD" --voc12_root VOC2012 --list_dir voc12 \

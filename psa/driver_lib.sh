@@ -52,37 +52,7 @@ crf_dir_name() {
 # Each step is one stage command with RETAB_STEP=NAME: the stage logs its command line and records
 # `NAME<TAB>seconds` in $RETAB_TIMINGS when it did work (retab.misc.steps).
 
-# link NAME TARGET: ./NAME -> TARGET, replacing an old link but never a real folder
-link() {
-    if [ "$(cd "$1" 2>/dev/null && pwd -P)" != "$(cd "$2" && pwd -P)" ]; then
-        if [ -e "$1" ] && [ ! -L "$1" ]; then
-            die "./$1 exists and is not a link to $2"
-        fi
-        rm -f "$1"
-        ln -s "$2" "$1"
-        say "linked ./$1 -> $2"
-    fi
-}
-
-# use_dataset CANDIDATE...: VOC12HOME (from the environment, else the first candidate folder that
-# exists, else the mini-VOC ../data/mini_voc/VOC2012, generated when absent with SYNTH_SCALE as
-# its --scale), linked as ./VOC2012; then the lists under ./voc12 (`retab make_splits`: nothing to
-# do when they are complete and were made from this same dataset).
-use_dataset() {
-    if [ -z "${VOC12HOME:-}" ]; then
-        for candidate in "$@"; do
-            if [ -d "$candidate" ]; then
-                VOC12HOME=$candidate
-                break
-            fi
-        done
-    fi
-    if [ -z "${VOC12HOME:-}" ]; then
-        VOC12HOME=../data/mini_voc/VOC2012
-        RETAB_STEP=synth_voc "$PYTHON" -m retab synth_voc --out "$VOC12HOME" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"}
-    fi
-    [ -d "$VOC12HOME" ] || die "VOC12HOME=$VOC12HOME is not a folder"
-    VOC12HOME=$(cd "$VOC12HOME" && pwd -P)
-    link VOC2012 "$VOC12HOME"
-    RETAB_STEP=make_splits "$PYTHON" -m retab make_splits --voc12_root VOC2012 --out_dir voc12
-}
+# The dataset: `retab use_dataset` (VOC12HOME, else the first of the driver's candidate folders that
+# exists, else the mini-VOC ../data/mini_voc/VOC2012, generated when absent with SYNTH_SCALE as its
+# --scale), linked as ./VOC2012 and listed under ./voc12.
+MINI_VOC=../data/mini_voc/VOC2012

@@ -4,7 +4,7 @@
 #
 #   cd psa && sh run_psa.sh
 #
-# Environment (defaults in brackets):
+# Environment (defaults in brackets; a relative path is relative to psa/, where every step runs):
 #   VOC12HOME    dataset root [./VOC2012 if it exists, else the mini-VOC generated into
 #                ../data/mini_voc/VOC2012 by `retab synth_voc` (SYNTH_SCALE picks its --scale)]
 #   PYTHON       interpreter for the stage scripts [python3]; e.g. PYTHON=../.venv/bin/python
@@ -44,15 +44,6 @@
 # goes on from its last finished epoch (--resume).
 set -e
 
-# Relative paths given in the environment are relative to where the command was run from
-# (the same as psa/ with the documented `cd psa && sh run_psa.sh`); defaults are relative to psa/.
-CALLER_DIR=$(pwd)
-from_caller() { case $1 in /*) echo "$1" ;; *) echo "$CALLER_DIR/$1" ;; esac; }
-case ${PYTHON:-} in */*) PYTHON=$(from_caller "$PYTHON") ;; esac
-for var in VOC12HOME WEIGHTS CLS_CKPT OUT; do
-    eval "value=\${$var:-}"
-    [ -z "$value" ] || eval "$var=\$(from_caller \"\$value\")"
-done
 cd "$(dirname "$0")"
 
 DRIVER=run_psa
@@ -89,7 +80,8 @@ export RETAB_TIMINGS="$OUT/timings.tsv"
 make_out_dir "$OUT"
 
 # ---------------------------------------------------------------- dataset and lists
-use_dataset VOC2012 ../data/mini_voc/VOC2012
+RETAB_STEP=dataset "$PYTHON" -m retab use_dataset ${VOC12HOME:+--voc12home "$VOC12HOME"} VOC2012 \
+    --mini_voc "$MINI_VOC" ${SYNTH_SCALE:+--scale "$SYNTH_SCALE"} --link VOC2012 --list_dir voc12
 
 # ---------------------------------------------------------------- classifier
 # the published classifier's momentum quirk is SGD's (retab.optim)

@@ -112,7 +112,7 @@ def test_run_psa_writes_every_output_with_its_properties(psa_run):
     # CAM scan: best mIoU and best novel-mIoU entries (with their threshold); random walk: one entry
     assert len(summaries) == 3 and summaries[0] and summaries[1] and not summaries[2]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()]
-    assert [s for s, _ in steps] == ["synth_voc", "make_splits", "train_cls", "infer_cls", "eval_cam", "train_aff",
+    assert [s for s, _ in steps] == ["dataset", "train_cls", "infer_cls", "eval_cam", "train_aff",
                                     "infer_aff", "eval_rw"]
     assert all(float(sec) >= 0 for _, sec in steps)
     assert "trained from scratch" in psa_run["proc"].stdout + psa_run["proc"].stderr
@@ -131,7 +131,7 @@ def test_rerun_skips_finished_outputs(psa_run):
     ran = re.findall(r"^\[(\w+)\] done", proc.stdout, re.M)
     assert ran == ["eval_cam", "eval_rw"]  # the evaluations are redone; every other step was done
     assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == \
-        ["make_splits", "train_cls", "infer_cls", "train_aff", "infer_aff"]
+        ["dataset", "train_cls", "infer_cls", "train_aff", "infer_aff"]
     # timings.tsv keeps every step, in order, with the time of its last run
     times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     assert list(times) == list(times_before)
@@ -172,7 +172,7 @@ def test_initial_weights_start_the_affinity_net_whatever_their_format(psa_run, t
     env = {**psa_run["env"], "OUT": "out_weights", "WEIGHTS": str(stand_in)}
     proc = run_psa(psa_run["psa"], env)  # the classifier exists: only the later steps work
     commands = step_commands(proc.stdout)
-    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["make_splits", "train_cls"]
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["dataset", "train_cls"]
     assert f" --weights {stand_in} " in commands["train_aff"]
     assert " --weights auto --fallback_weights best/res38_cls.pth " in step_commands(psa_run["proc"].stdout)["train_aff"]
     assert "starting from the backbone of best/res38_cls.pth" in psa_run["proc"].stderr

@@ -560,7 +560,7 @@ def test_run_retab_end_to_end(tiny, retab_runs, fold):
     names = [s for s, _ in steps]
     expected = ["train_boundary", "prop_boundary_target", "train_affmixed_boundary", "rw_stage1", "rw_stage2",
                 "eval_cam", "eval_rw", "eval_rw_searchbg"]
-    assert names == (["make_splits"] + expected if fold == 0 else expected)  # fold 3 reuses the lists
+    assert names == (["dataset"] + expected if fold == 0 else expected)  # fold 3 reuses the lists
     assert all(float(sec) >= 0 for _, sec in steps)
     # ALPHA, BETA and LOGT reach the walks (stage 2 has no CAM input, hence no alpha); published 16 / 8 / 8
     alpha, beta, logt = ("4", "12", "3") if fold == 3 else ("16", "8", "8")
@@ -702,7 +702,7 @@ def test_run_retab_walks_a_given_affinity_net_without_training_it(tiny, tmp_path
     assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
     assert not (out / "affmodel").exists() and not (out / "tblog_aff").exists()
     steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
-    assert steps == ["make_splits", "prop_boundary_target", "rw_stage1", "rw_stage2", "eval_cam", "eval_rw",
+    assert steps == ["dataset", "prop_boundary_target", "rw_stage1", "rw_stage2", "eval_cam", "eval_rw",
                      "eval_rw_searchbg"]
     commands = step_commands(proc.stdout)
     assert f"--weights {ckpt} " in commands["rw_stage1"] and f"--weights {ckpt} " in commands["rw_stage2"]

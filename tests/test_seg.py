@@ -424,17 +424,17 @@ def test_run_seg_sh_trains_infers_and_evaluates(tmp_path):
     assert "seg mixed fold 0 (val)" in log_lines[0]
     assert re.fullmatch(r"\d+\.\d\d/\d+\.\d\d/\d+\.\d\d", log_lines[2])
     steps = [line.split("\t")[0] for line in (out / "timings.tsv").read_text().splitlines()]
-    assert steps == ["make_splits", "train_seg", "infer_seg", "eval_seg"]
+    assert steps == ["dataset", "train_seg", "infer_seg", "eval_seg"]
     # a rerun keeps the trained net and the existing predictions
     stamp = (out / "res38_seg.pth").stat().st_mtime_ns
     times_before = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
     proc = run()
     assert "res38_seg.pth exists: trained already" in proc.stdout + proc.stderr
     assert (out / "res38_seg.pth").stat().st_mtime_ns == stamp
-    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["make_splits", "train_seg", "infer_seg"]
+    assert re.findall(r"^\[(\w+)\] nothing to do", proc.stdout, re.M) == ["dataset", "train_seg", "infer_seg"]
     assert re.findall(r"^\[(\w+)\] done", proc.stdout, re.M) == ["eval_seg"]
     times = dict(line.split("\t") for line in (out / "timings.tsv").read_text().splitlines())
-    assert list(times) == ["make_splits", "train_seg", "infer_seg", "eval_seg"]  # the skipped steps stay
+    assert list(times) == ["dataset", "train_seg", "infer_seg", "eval_seg"]  # the skipped steps stay
     assert {k: times[k] for k in times if k != "eval_seg"} == {k: times_before[k] for k in times if k != "eval_seg"}
     # a missing pseudo folder is a clear error
     env["PSEUDO_DIR"] = str(tmp_path / "nowhere")

@@ -14,6 +14,8 @@ from retab.misc.steps import run_step
 COMMANDS = {
     "synth_voc": ("synth_voc", "generate the synthetic mini-VOC in the VOC 2012 layout"),
     "make_splits": ("make_splits", "derive train_aug, cls_labels and the fold lists from a VOC tree"),
+    "use_dataset": ("use_dataset", "a driver's dataset: chosen (or generated), linked as VOC2012, listed"),
+    "use_psa_outputs": ("use_psa_outputs", "PSA's outputs checked and linked as RETAB reads them"),
     "evaluation": ("evaluation", "PSA evaluation: mIoU of label PNGs or CAM dicts (curve mode)"),
     "evaluation_boundary": ("evaluation_boundary", "RETAB evaluation: all/base/novel mIoU of a fold"),
     "train_cls": ("train_cls", "train the ResNet-38 classification (CAM) network"),

@@ -138,3 +138,23 @@ def save_torch(path, obj) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
+
+
+def link_folder(link, target) -> bool:
+    """`link` -> `target` (a folder), made or replaced through a temporary name; an existing link
+    to another folder is replaced, a real file or folder never. True when the link changed."""
+    link, target = Path(link), Path(target).resolve()
+    if not target.is_dir():
+        raise RetabError(f"{target}: not a folder, cannot link {link} to it")
+    if link.is_symlink() or link.exists():
+        if link.resolve() == target:
+            return False
+        if not link.is_symlink():
+            raise RetabError(f"{link} exists and is not a link: it is not replaced by a link to {target}")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+    return True

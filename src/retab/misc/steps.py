@@ -22,6 +22,14 @@ def nothing_to_do() -> None:
     _nothing_done = True
 
 
+def take_nothing_to_do() -> bool:
+    """Whether the stage run so far found nothing to do, the flag then cleared: for a command that
+    runs several stages (use_dataset), nothing to do only when each part had none."""
+    global _nothing_done
+    found, _nothing_done = _nothing_done, False
+    return found
+
+
 def record_time(path, name: str, seconds: float) -> None:
     """Replace (or append) the line of `name` in the timings file, through a temporary name."""
     path = Path(path)
