@@ -149,8 +149,10 @@ def test_affinity_and_walk_settings_reach_their_stages(psa_run):
     commands = step_commands(proc.stdout)
     out = psa_run["psa"] / "out_settings"
     la, ha = out / "psa_trainaug_crf_0.5", out / "psa_trainaug_crf_4.0"
-    assert f" --out_la_crf {la} --out_ha_crf {ha} --low_alpha 0.5 --high_alpha 4 " in commands["infer_cls"]
-    assert f" --la_crf_dir {la} --ha_crf_dir {ha} " in commands["train_aff"]
+    named = "--out_la_crf out_settings/psa_trainaug_crf_0.5 --out_ha_crf out_settings/psa_trainaug_crf_4.0"
+    assert f" {named} --low_alpha 0.5 --high_alpha 4 " in commands["infer_cls"]  # OUT relative to psa/
+    assert " --la_crf_dir out_settings/psa_trainaug_crf_0.5 --ha_crf_dir out_settings/psa_trainaug_crf_4.0 " \
+        in commands["train_aff"]
     # a smaller exponent raises the background score (1 - max CAM) ** alpha: more background argmax
     bg_share = {}
     for alpha, folder in (("0.5", la), ("4", psa_run["out"] / "psa_trainaug_crf_4.0")):
