@@ -116,3 +116,18 @@ def test_pair_label_accuracy_by_hand():
     # the same pairs counted without a reference
     assert diagnostics.taught_pairs(grid, radius=2) == {"bg_pos": 1, "fg_pos": 3, "neg": 3}
     assert diagnostics.taught_pairs(reference, radius=2) == {"bg_pos": 2, "fg_pos": 3, "neg": 3}
+
+
+def test_boundary_flag_counts_by_hand():
+    """A 4 x 4 object (label 3) at rows/cols 4..7 of a 12 x 12 picture; the target map flags the
+    object's top row and one pixel at its centre."""
+    gt = np.zeros((12, 12), np.uint8)
+    gt[4:8, 4:8] = 3
+    target = np.full((12, 12), 255, np.uint8)
+    target[4, 4:8] = 0
+    target[5, 5] = 0
+    target[0, 0] = 0  # far from the object: counted nowhere
+    counts = diagnostics.boundary_flag_counts(gt, target, outline_radius=1, interior_radius=1)
+    # outline (radius 1): the object's 12 edge pixels and the 16 + 4 pixels around it; interior: 2 x 2
+    assert counts == {3: {"outline": 32, "outline_flagged": 4, "interior": 4, "interior_flagged": 1}}
+    assert diagnostics.boundary_flag_counts(np.zeros((5, 5), np.uint8), target[:5, :5]) == {}

@@ -10,6 +10,8 @@
     python tools/walk_diagnostics.py training_pairs --voc12_root VOC2012 --list voc12/train_aug.txt \\
         --list_dir voc12 --la_crf_dir psa/out/psa_trainaug_crf_0.5 --ha_crf_dir psa/out/psa_trainaug_crf_4.0 \\
         --boundary_target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8 --crop_size 128
+    python tools/walk_diagnostics.py boundary_maps --voc12_root VOC2012 --list voc12/train.txt \\
+        --boundary_target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8
 
 `ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
 `affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
@@ -23,7 +25,9 @@ GT's cell-majority labels agree with. GT masks are read from SegmentationClass (
 `training_pairs` crops the pictures as the affinity trainings do (same seed, --epochs epochs) and
 counts the pairs each kind of sample teaches: PSA's labels (CRF everywhere) against RETAB's (base
 GT, novel CRF masked by the boundary targets); per crop, and the novel samples' share of each kind,
-i.e. of each term of the loss.
+i.e. of each term of the loss. `boundary_maps` prints, for base and novel objects, the share of
+the pixels within 3 px of their outlines and of those over 4 px inside them that the target maps
+flag as boundary (retab.diagnostics.boundary_flag_counts).
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
 from retab.engines.evaluation import load_gt, summary_line
 from retab.engines.stage_support import add_grid_sampling_arg
-from retab.voc import novel_labels, read_name_list
+from retab.voc import load_label_png, novel_labels, read_name_list
 
 
 def gt_mask(voc_root: str, name: str) -> np.ndarray:
@@ -157,6 +161,21 @@ def training_pair_counts(args, names) -> None:
         print(f"  {training}, novel share: " + " / ".join(f"{x:.3f}" for x in shares))
 
 
+def boundary_map_coverage(args, names) -> None:
+    novel = set(novel_labels(args.fold))
+    totals = {}
+    for name in tqdm(names, desc="images"):
+        target = load_label_png(Path(args.boundary_target_dir) / f"{name}.png")
+        for label, counts in diagnostics.boundary_flag_counts(gt_mask(args.voc12_root, name), target).items():
+            add_counts(totals, "novel" if label in novel else "base", counts)
+    for group in ("base", "novel"):
+        c = totals.get(group)
+        if c:
+            print(f"{group} objects: outline {100 * c['outline_flagged'] / max(c['outline'], 1):.2f} % flagged "
+                  f"({c['outline']} px within 3 px), interior {100 * c['interior_flagged'] / max(c['interior'], 1):.2f} "
+                  f"% flagged ({c['interior']} px over 4 px inside) (fold {args.fold})")
+
+
 def add_counts(totals: dict, key, counts: dict) -> None:
     total = totals.setdefault(key, dict.fromkeys(counts, 0))
     for name, value in counts.items():
@@ -165,7 +184,8 @@ def add_counts(totals: dict, key, counts: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels", "training_pairs"])
+    p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels", "training_pairs",
+                                     "boundary_maps"])
     p.add_argument("--voc12_root", required=True)
     p.add_argument("--list", required=True)
     p.add_argument("--fold", type=int, default=0)
@@ -173,7 +193,8 @@ def main(argv=None) -> int:
     p.add_argument("--crf_alphas", nargs="+", default=["4,32"], help="LA,HA pairs (crf_labels)")
     p.add_argument("--la_crf_dir", help="la CRF dicts (training_pairs)")
     p.add_argument("--ha_crf_dir", help="ha CRF dicts (training_pairs)")
-    p.add_argument("--boundary_target_dir", help="boundary target maps; none: RETAB's novel labels unmasked (training_pairs)")
+    p.add_argument("--boundary_target_dir", help="boundary target maps (boundary_maps; training_pairs: none "
+                                                 "leaves RETAB's novel labels unmasked)")
     p.add_argument("--list_dir", default="voc12", help="folder of the fold lists (training_pairs)")
     p.add_argument("--crop_size", type=int, default=448, help="affinity training crop (training_pairs)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of crops (training_pairs)")
@@ -212,6 +233,10 @@ def run(p: argparse.ArgumentParser, args) -> int:
         if not (args.la_crf_dir and args.ha_crf_dir):
             p.error("training_pairs needs --la_crf_dir and --ha_crf_dir")
         training_pair_counts(args, names)
+    elif args.what == "boundary_maps":
+        if not args.boundary_target_dir:
+            p.error("boundary_maps needs --boundary_target_dir")
+        boundary_map_coverage(args, names)
     else:
         if not args.weights:
             p.error("affinity_auc needs --weights")

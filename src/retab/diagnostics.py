@@ -19,6 +19,9 @@ time; the callers sum the confusions over a list (`tools/walk_diagnostics.py`):
   grid teaches (positive background, positive foreground, negative) the GT agrees with, the GT
   taken as each 8 x 8 cell's majority label: the CRF labels against RETAB's nearest-sampled base
   GT, which straddles every edge that cuts a cell.
+- `boundary_flag_counts`: how a boundary target map covers each GT object: the pixels near its
+  outline and those deep inside it that the map flags as boundary (base against novel objects: how
+  far the boundary net's edges carry over to the unseen classes).
 """
 from __future__ import annotations
 
@@ -175,4 +178,34 @@ def pair_label_accuracy(grid: np.ndarray, reference: np.ndarray, radius: int = A
         counts[f"{kind}_right"] = int(((mine > 0) & (truth > 0)).sum())
     counts["labelled"] = sum(counts[kind] for kind in PAIR_KINDS)  # the kinds never overlap
     counts["reference"] = sum(_kind_counts(theirs).values())
+    return counts
+
+
+def _within(mask: np.ndarray, r: int) -> np.ndarray:
+    """Pixels within Chebyshev distance r of `mask` (a square dilation, edges not wrapped)."""
+    h, w = mask.shape
+    padded = np.pad(mask, r)
+    out = np.zeros_like(mask)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def boundary_flag_counts(gt: np.ndarray, target: np.ndarray, outline_radius: int = 3,
+                         interior_radius: int = 4) -> dict[int, dict[str, int]]:
+    """Per GT object label (1..20) of the picture: {"outline", "outline_flagged", "interior",
+    "interior_flagged"}. Outline: the pixels within `outline_radius` of the object's edge on either
+    side (its band of 255 included); interior: its pixels farther than `interior_radius` from any
+    other pixel. Flagged: boundary (0) in the target map (prop_boundary_target's, 255 elsewhere)."""
+    counts = {}
+    boundary = target == 0
+    for label in np.unique(gt):
+        if label in (0, IGNORE):
+            continue
+        obj = gt == label
+        outline = _within(obj, outline_radius) & _within(~obj, outline_radius)
+        interior = ~_within(~obj, interior_radius)
+        counts[int(label)] = {"outline": int(outline.sum()), "outline_flagged": int((outline & boundary).sum()),
+                              "interior": int(interior.sum()), "interior_flagged": int((interior & boundary).sum())}
     return counts
