@@ -520,6 +520,12 @@ def test_settings_check_reads_only_the_drivers_own_settings_and_takes_empty_as_t
     assert [b for b in BACKBONES if not check_driver_settings("run_seg", {"BACKBONE": b})] == list(BACKBONES)
     with pytest.raises(RetabError, match="unknown driver"):
         check_driver_settings("run_irn", {})
+    # a list the driver's dataset step writes later passes before it exists; any other must exist
+    for derived in ("voc12/train.txt", "voc12/train_aug.txt", "voc12/trainaug_fold3_novel.txt"):
+        check_driver_settings("run_retab", {"INFER_LIST": derived})
+    for missing in ("voc12/mine.txt", "lists/train.txt"):
+        with pytest.raises(RetabError, match=f"^INFER_LIST={missing} is not a file$"):
+            check_driver_settings("run_retab", {"INFER_LIST": missing})
 
 
 def test_the_settings_check_starts_without_torch(tmp_path):

@@ -68,9 +68,12 @@ def erosion_kernel(name, value):
                                        else _fail(name, "0 (no erosion) or odd", value))
 
 
+# the lists the driver's dataset step writes into voc12/ (make_splits), after this check
+DERIVED_LIST = re.compile(r"voc12/(train_aug|train|val|trainaug_fold[0-3]_(base|novel))\.txt")
+
+
 def infer_list(name, value):
-    # the default list is made by the driver's make_splits step, after this check
-    if value != "voc12/train_aug.txt" and not Path(value).is_file():
+    if not (DERIVED_LIST.fullmatch(value) or Path(value).is_file()):
         return f"{name}={value} is not a file"
 
 
