@@ -13,6 +13,7 @@ from pathlib import Path
 
 from retab.engines.driver_settings import SETTINGS
 from retab.misc.errors import RetabError
+from retab.misc.fileio import link_folder
 
 log = logging.getLogger("retab")
 
@@ -74,12 +75,9 @@ def link_dataset(source: Path, voc_root: Path) -> None:
     missing = [part for part in VOC_PARTS if not (source / part).is_dir()]
     if missing:
         raise RetabError(f"{source}: not a VOC-layout tree (no {', '.join(missing)})")
-    if voc_root.is_symlink() or voc_root.exists():
-        if voc_root.resolve() != source:
-            raise RetabError(f"{voc_root}: this demo folder already holds another dataset; choose another --out")
-        return
-    voc_root.parent.mkdir(parents=True, exist_ok=True)
-    voc_root.symlink_to(source, target_is_directory=True)
+    if (voc_root.is_symlink() or voc_root.exists()) and voc_root.resolve() != source:
+        raise RetabError(f"{voc_root}: this demo folder already holds another dataset; choose another --out")
+    link_folder(voc_root, source)
 
 
 def read_timings(path: Path) -> list[tuple[str, float]]:

@@ -1,7 +1,7 @@
 """`retab use_dataset`: the dataset of a driver's folder, chosen, linked and listed (its first step).
 
 The VOC-layout tree is --voc12home when given, else the first CANDIDATE folder that exists, else
---mini_voc, generated there first (`retab synth_voc --scale --scale`) when absent. It is linked as
+--mini_voc, generated there first (`retab synth_voc` at --scale) when absent. It is linked as
 --link (VOC2012, what every stage reads; a link to another tree is replaced, a real folder never),
 then its lists are derived into --list_dir (`retab make_splits`: nothing to do over complete lists
 of the same tree). A rerun over a linked, listed tree has nothing to do.

@@ -18,7 +18,8 @@ LINKS = ("psa_initcam", "psa_afflabel")  # published names of the folders holdin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retab use_psa_outputs", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="retab use_psa_outputs", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--psa_out", required=True, help="the output folder of psa/run_psa.sh")
     p.add_argument("--crf_dirs", nargs="*", default=[], metavar="NAME",
                    help="CRF label folders it must hold too (those the mixed affinity training reads)")
