@@ -52,7 +52,6 @@ CRF=${CRF:-False}
 CLS_CKPT=${CLS_CKPT:-../psa/best/res38_cls.pth}
 OUT=${OUT:-./out/fold${FOLD}_$SUPERVISION}
 
-
 SEG_CKPT=$OUT/res38_seg.pth
 PRED_DIR=$OUT/pred_val
 EVALLOG=$OUT/evallog.txt

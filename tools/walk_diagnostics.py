@@ -171,9 +171,9 @@ def boundary_map_coverage(args, names) -> None:
     for group in ("base", "novel"):
         c = totals.get(group)
         if c:
-            print(f"{group} objects: outline {100 * c['outline_flagged'] / max(c['outline'], 1):.2f} % flagged "
-                  f"({c['outline']} px within 3 px), interior {100 * c['interior_flagged'] / max(c['interior'], 1):.2f} "
-                  f"% flagged ({c['interior']} px over 4 px inside) (fold {args.fold})")
+            outline, interior = (100 * c[f"{part}_flagged"] / max(c[part], 1) for part in ("outline", "interior"))
+            print(f"{group} objects: outline {outline:.2f} % flagged ({c['outline']} px within 3 px), interior "
+                  f"{interior:.2f} % flagged ({c['interior']} px over 4 px inside) (fold {args.fold})")
 
 
 def add_counts(totals: dict, key, counts: dict) -> None:

@@ -207,5 +207,6 @@ def boundary_flag_counts(gt: np.ndarray, target: np.ndarray, outline_radius: int
         outline = _within(obj, outline_radius) & _within(~obj, outline_radius)
         interior = ~_within(~obj, interior_radius)
         counts[int(label)] = {"outline": int(outline.sum()), "outline_flagged": int((outline & boundary).sum()),
-                              "interior": int(interior.sum()), "interior_flagged": int((interior & boundary).sum())}
+                              "interior": int(interior.sum()),
+                              "interior_flagged": int((interior & boundary).sum())}
     return counts

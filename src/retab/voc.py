@@ -81,6 +81,14 @@ def fold_list_path(list_dir, fold: int, part: str, ext: str = ".txt") -> Path:
     return Path(list_dir) / f"trainaug_fold{fold}_{part}{ext}"
 
 
+def derived_lists(list_dir) -> list[Path]:
+    """Every file `retab make_splits` writes into a list folder (the drivers' voc12/)."""
+    list_dir = Path(list_dir)
+    paths = [list_dir / f for f in ("train_aug.txt", "train.txt", "val.txt", "cls_labels.npy")]
+    return paths + [fold_list_path(list_dir, f, p, e) for f in range(NUM_FOLDS)
+                    for p in ("base", "novel") for e in (".txt", ".npy")]
+
+
 def fold_list(list_dir, fold: int, part: str) -> Path:
     """The fold's base or novel list in `list_dir`: the .txt, else the .npy (make_splits writes both)."""
     check_fold(fold)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from retab.misc.errors import RetabError
+from retab.voc import derived_lists
 
 DRIVERS = ("run_psa", "run_retab", "run_seg")
 ALL = DRIVERS
@@ -68,12 +69,9 @@ def erosion_kernel(name, value):
                                        else _fail(name, "0 (no erosion) or odd", value))
 
 
-# the lists the driver's dataset step writes into voc12/ (make_splits), after this check
-DERIVED_LIST = re.compile(r"voc12/(train_aug|train|val|trainaug_fold[0-3]_(base|novel))\.txt")
-
-
 def infer_list(name, value):
-    if not (DERIVED_LIST.fullmatch(value) or Path(value).is_file()):
+    # a list the driver's dataset step writes into voc12/ (make_splits) exists only after this check
+    if not (Path(value) in derived_lists("voc12") or Path(value).is_file()):
         return f"{name}={value} is not a file"
 
 

@@ -116,12 +116,13 @@ def resolve_initial_weights(args) -> str | None:
         return args.weights or None
     if args.backbone != DEFAULT_BACKBONE:
         return None
-    if args.width == 1.0:
-        for folder in args.imagenet_dirs:
-            if (Path(folder) / IMAGENET_PARAMS_NAME).is_file():
-                return str(Path(folder) / IMAGENET_PARAMS_NAME)
-    searched = (f"{IMAGENET_PARAMS_NAME} in {', '.join(args.imagenet_dirs)}" if args.width == 1.0
-                else f"the ImageNet weights are for --width 1.0, not {args.width:g}")
+    if args.width != 1.0:
+        searched = f"the ImageNet weights are for --width 1.0, not {args.width:g}"
+    else:
+        found = [p for p in (Path(d) / IMAGENET_PARAMS_NAME for d in args.imagenet_dirs) if p.is_file()]
+        if found:
+            return str(found[0])
+        searched = f"{IMAGENET_PARAMS_NAME} in {', '.join(args.imagenet_dirs)}"
     if args.fallback_weights and Path(args.fallback_weights).is_file():
         log.warning("no ImageNet weights (%s): starting from the backbone of %s, not from the published "
                     "ImageNet initialisation", searched, args.fallback_weights)

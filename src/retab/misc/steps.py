@@ -44,8 +44,7 @@ def record_time(path, name: str, seconds: float) -> None:
 def run_step(command: str, argv: list[str], run, environ=os.environ) -> int:
     """run() under the step named by RETAB_STEP, if any: its command line first, then, on success,
     its time (recorded unless the stage found nothing to do). Returns run()'s exit status."""
-    global _nothing_done
-    _nothing_done = False
+    take_nothing_to_do()  # a flag left by an earlier stage in this process is not this one's
     name = environ.get(STEP_VAR) or None
     if name:
         print(f"[{name}] {shlex.join([command, *argv])}", flush=True)
@@ -53,7 +52,7 @@ def run_step(command: str, argv: list[str], run, environ=os.environ) -> int:
     rc = run()
     seconds = time.perf_counter() - start
     if name and rc == 0:
-        if _nothing_done:
+        if take_nothing_to_do():
             print(f"[{name}] nothing to do: done before", flush=True)
         else:
             timings = environ.get(TIMINGS_VAR)

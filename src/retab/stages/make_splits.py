@@ -115,11 +115,7 @@ def make_splits(voc_root, out_dir, workers: int | None = None) -> dict:
 
 def splits_complete(list_dir) -> bool:
     """True when every list make_splits writes is present."""
-    list_dir = Path(list_dir)
-    needed = [list_dir / f for f in ("train_aug.txt", "train.txt", "val.txt", "cls_labels.npy")]
-    needed += [voc.fold_list_path(list_dir, f, p, e) for f in range(voc.NUM_FOLDS)
-               for p in ("base", "novel") for e in (".txt", ".npy")]
-    return all(p.is_file() for p in needed)
+    return all(p.is_file() for p in voc.derived_lists(list_dir))
 
 
 def print_counts(result: dict) -> None:

@@ -128,8 +128,9 @@ def main(argv=None) -> int:
 
     labels = labels_table(novel, resolve_image_labels(args.cls_labels, voc_root))  # the CRF dicts' keys
     dataset = AffinityTrainDataset(names, voc_root, la_dir, ha_dir, base_names=base,
-                                   boundary_target_dir=boundary_target_dir, crop_size=args.crop_size, radius=AFFINITY_RADIUS, seed=args.seed,
-                                   grid_sampling=args.grid_sampling, image_labels=labels)
+                                   boundary_target_dir=boundary_target_dir, crop_size=args.crop_size,
+                                   radius=AFFINITY_RADIUS, seed=args.seed, grid_sampling=args.grid_sampling,
+                                   image_labels=labels)
     model = build_model("aff", args.width, args.backbone)
     cfg = make_train_config(args, session_name)
     initialise_for_training(model, resolve_initial_weights(args), dataset, cfg, device)

@@ -31,9 +31,9 @@ from retab.misc.errors import RetabError
 from retab.models import DEFAULT_BACKBONE, build_model
 from retab.engines.stage_support import (AUTO_WEIGHTS, add_cls_labels_arg, add_runtime_args, add_training_args,
                                          check_training_outputs, initialise_for_training, labels_table,
-                                         load_initial_weights, make_train_config, make_train_optimizer,
-                                         resolve_image_labels, resolve_initial_weights, setup_training,
-                                         trained_already, training_names)
+                                         make_train_config, make_train_optimizer, resolve_image_labels,
+                                         resolve_initial_weights, setup_training, trained_already,
+                                         training_names)
 from retab.engines.training import train
 from retab.misc.progress import progress
 
@@ -145,7 +145,6 @@ def main(argv=None) -> int:
     weights, from_scratch = initial_weights(args)
     if from_scratch:  # every BatchNorm trains: nothing to estimate
         log.warning("--from_scratch: no ImageNet weights, the classifier is trained from scratch")
-        load_initial_weights(model, None)
         model.train_from_scratch()
     else:
         initialise_for_training(model, weights, dataset, cfg, device)
