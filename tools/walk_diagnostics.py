@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from retab import diagnostics
+from retab import diagnostics, published
 from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
 from retab.misc.errors import RetabError
@@ -88,7 +88,10 @@ def affinity_auc(args, names) -> None:
     for what, (pos, neg) in groups.items():
         pos = np.concatenate(pos) if pos else np.zeros(0)
         neg = np.concatenate(neg) if neg else np.zeros(0)
-        print(f"{what}: AUC {diagnostics.auc(pos, neg):.3f} ({pos.size} same-label, {neg.size} different-label pairs)")
+        # the walk moves score along a ** beta (before normalising): how far it spreads, not only the ranking
+        weight = lambda a: float(np.mean(a ** args.beta)) if a.size else float("nan")
+        print(f"{what}: AUC {diagnostics.auc(pos, neg):.3f} ({pos.size} same-label, {neg.size} different-label pairs;"
+              f" mean a ** {args.beta:g} {weight(pos):.3f} / {weight(neg):.3f})")
 
 
 def crf_label_quality(args, names) -> None:
@@ -200,8 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1, help="epochs of crops (training_pairs)")
     p.add_argument("--seed", type=int, default=0, help="training seed (training_pairs)")
     add_grid_sampling_arg(p, "RETAB's GT masks and target maps (training_pairs)")
-    p.add_argument("--alpha", type=float, default=16)
-    p.add_argument("--logt", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=published.WALK_ALPHA)
+    p.add_argument("--beta", type=float, default=published.WALK_BETA, help="the walk's affinity exponent (affinity_auc)")
+    p.add_argument("--logt", type=int, default=published.WALK_LOGT)
     p.add_argument("--weights", help="affinity net (affinity_auc)")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--backbone", default="resnet38", help="resnet38 | efficientnet_lite0 (affinity_auc)")
