@@ -583,8 +583,9 @@ def test_run_retab_folds_train_on_different_base_samples(tiny, retab_runs):
 @pytest.mark.parametrize("setting, value, message", [
     ("FOLD", "7", "FOLD must be 0, 1, 2 or 3"),
     ("AMP", "fp8", "AMP must be none, bf16 or fp16"),
-    ("LA_ALPHA", "-1", "LA_ALPHA and HA_ALPHA must be positive numbers"),
-    ("HA_ALPHA", "4/", "LA_ALPHA and HA_ALPHA must be positive numbers"),
+    ("LA_ALPHA", "-1", "LA_ALPHA must be a positive decimal number"),
+    ("HA_ALPHA", "4/", "HA_ALPHA must be a positive decimal number"),
+    ("HA_ALPHA", "1e3", "HA_ALPHA must be a positive decimal number"),
     ("GRID_SAMPLING", "centre", "GRID_SAMPLING must be nearest or nearest-exact"),
 ])
 def test_run_retab_rejects_a_bad_setting(tmp_path, setting, value, message):

@@ -16,7 +16,8 @@ ALL = DRIVERS
 PSA, RETAB, SEG = ("run_psa",), ("run_retab",), ("run_seg",)
 
 # a number as the drivers have always taken it: unsigned, decimal, optional exponent
-_NUMBER = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_DECIMAL = r"[0-9]+\.?[0-9]*|\.[0-9]+"
+_NUMBER = re.compile(rf"({_DECIMAL})([eE][-+]?[0-9]+)?")
 
 Check = Callable[[str, str], "str | None"]  # (name, value) -> what is wrong, or None
 
@@ -60,8 +61,9 @@ def device(name, value):
 
 
 def crf_exponent(name, value):
-    if not (re.fullmatch(r"[0-9]+\.?[0-9]*|\.[0-9]+", value) and float(value) > 0):
-        return f"LA_ALPHA and HA_ALPHA must be positive numbers, got '{value}'"
+    # no exponent: the value names the CRF label folders (driver_lib.sh's crf_dir_name)
+    if not (re.fullmatch(_DECIMAL, value) and float(value) > 0):
+        return _fail(name, "a positive decimal number (it names the CRF label folders)", value)
 
 
 def erosion_kernel(name, value):
