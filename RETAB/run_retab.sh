@@ -27,7 +27,8 @@
 #   GRID_SAMPLING [nearest]  how GT masks and boundary target maps are sampled onto the 1/8 grid
 #                (mixed affinity training and both walks): nearest = each cell's top-left pixel
 #                (published), nearest-exact = its centre, where the CAMs are averaged (docs/measurements.md)
-#   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
+#   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim];
+#                refused with OPTIMIZER=adamw
 #   OPTIMIZER    sgd (published) or adamw, both trainings [sgd]
 #   NUM_WORKERS [stage defaults]  INFER_LIST [voc12/train_aug.txt] (images of both random-walk stages)
 #   BACKBONE [resnet38]  or efficientnet_lite0 (as in psa/run_psa.sh; PSA's nets must match it)

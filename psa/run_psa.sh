@@ -28,7 +28,8 @@
 #                scores spread grows with the steps, so smaller grids may want fewer)
 #   BETA [8]     exponent of the affinities in the walk's transition matrix, T = A ** BETA / column sums
 #                (published 8; a larger one lets less through a weak affinity at each step)
-#   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim]
+#   MOMENTUM     real SGD momentum of both trainings (e.g. 0.9) [unset: the published quirk, see retab.optim];
+#                refused with OPTIMIZER=adamw, ignored by the classifier under CLS_OPTIMIZER=adamw
 #   CLS_OPTIMIZER  sgd (published) or adamw [sgd]; HUE_JITTER  hue jitter of the classifier [0.1]
 #                (a classifier without weights trains --from_scratch: every layer and BatchNorm)
 #   OPTIMIZER    sgd (published) or adamw, the affinity net's [sgd] (as run_retab.sh's affinity net)

@@ -517,6 +517,12 @@ def test_settings_check_reads_only_the_drivers_own_settings_and_takes_empty_as_t
     with pytest.raises(RetabError, match="^CAM_SCALES must be positive numbers, got '1.0 0'$"):
         check_driver_settings("run_psa", {"CAM_SCALES": "1.0 0"})
     check_driver_settings("run_psa", {"CAM_SCALES": "1.0 .5 1.5e0", "HUE_JITTER": "0.5", "MOMENTUM": "0"})
+    # SGD's momentum with AdamW: refused by the drivers that train with both, before any step
+    for driver in ("run_psa", "run_retab"):
+        with pytest.raises(RetabError, match="^MOMENTUM is SGD's momentum: it cannot go with OPTIMIZER=adamw"):
+            check_driver_settings(driver, {"MOMENTUM": "0.9", "OPTIMIZER": "adamw"})
+    check_driver_settings("run_psa", {"MOMENTUM": "0.9", "CLS_OPTIMIZER": "adamw"})  # the classifier then ignores it
+    check_driver_settings("run_seg", {"MOMENTUM": "0.9", "OPTIMIZER": "adamw"})  # neither is run_seg's
     assert [b for b in BACKBONES if not check_driver_settings("run_seg", {"BACKBONE": b})] == list(BACKBONES)
     with pytest.raises(RetabError, match="unknown driver"):
         check_driver_settings("run_irn", {})

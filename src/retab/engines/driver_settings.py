@@ -154,3 +154,6 @@ def check_driver_settings(driver: str, environ: Mapping[str, str]) -> None:
             problem = check(name, value)
             if problem:
                 raise RetabError(problem)
+    # the affinity (and boundary) trainings take --momentum with SGD only: refuse it now, not after the classifier
+    if environ.get("MOMENTUM", "") != "" and environ.get("OPTIMIZER", "") == "adamw" and "MOMENTUM" in settings_of(driver):
+        raise RetabError("MOMENTUM is SGD's momentum: it cannot go with OPTIMIZER=adamw (unset one of them)")
