@@ -131,3 +131,20 @@ def test_boundary_flag_counts_by_hand():
     # outline (radius 1): the object's 12 edge pixels and the 16 + 4 pixels around it; interior: 2 x 2
     assert counts == {3: {"outline": 32, "outline_flagged": 4, "interior": 4, "interior_flagged": 1}}
     assert diagnostics.boundary_flag_counts(np.zeros((5, 5), np.uint8), target[:5, :5]) == {}
+
+
+def test_label_change_counts_by_hand():
+    """One row of ten pixels: GT object 2 on 2..5 (pixel 6 ignored); before, the object on 4..8 (a
+    hole at 2..3, a leak at 7..8, an ignored pixel at 6); after, the object on 2..4 and 8, class 5
+    on 9 (a wrong class added where the GT is background)."""
+    gt = np.array([[0, 0, 2, 2, 2, 2, 255, 0, 0, 0]], np.uint8)
+    before = np.array([[0, 0, 0, 0, 2, 2, 2, 2, 2, 0]], np.uint8)
+    after = np.array([[0, 0, 2, 2, 2, 0, 0, 0, 2, 5]], np.uint8)
+    assert diagnostics.label_change_counts(gt, before, after) == {
+        2: {"gt": 4, "filled": 2, "lost": 1, "leak_removed": 1, "leak_added": 0},
+        5: {"gt": 0, "filled": 0, "lost": 0, "leak_removed": 0, "leak_added": 1}}
+    # nothing changed: only the GT count remains
+    assert diagnostics.label_change_counts(gt, before, before)[2] == {
+        "gt": 4, "filled": 0, "lost": 0, "leak_removed": 0, "leak_added": 0}
+    with pytest.raises(ValueError, match="shapes differ"):
+        diagnostics.label_change_counts(gt, before[:, :5], after)

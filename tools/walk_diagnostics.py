@@ -12,6 +12,8 @@
         --boundary_target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8 --crop_size 128
     python tools/walk_diagnostics.py boundary_maps --voc12_root VOC2012 --list voc12/train.txt \\
         --boundary_target_dir RETAB/out/fold0/boundary_pred/boundary_fold0_kernel0_threshold0.8
+    python tools/walk_diagnostics.py label_changes --voc12_root VOC2012 --list voc12/train.txt \
+        --cam_dir psa/out/psa_trainaug_cam --threshold 0.46 --labels_dir RETAB/out/fold0/rw_stage2
 
 `ceiling` and `perfect_affinity` print all/base/novel mIoU of the fold (as the evaluation stages);
 `affinity_auc` prints, for the pictures with a novel object (pairs touching one) and the others,
@@ -27,7 +29,10 @@ counts the pairs each kind of sample teaches: PSA's labels (CRF everywhere) agai
 GT, novel CRF masked by the boundary targets); per crop, and the novel samples' share of each kind,
 i.e. of each term of the loss. `boundary_maps` prints, for base and novel objects, the share of
 the pixels within 3 px of their outlines and of those over 4 px inside them that the target maps
-flag as boundary (retab.diagnostics.boundary_flag_counts).
+flag as boundary (retab.diagnostics.boundary_flag_counts). `label_changes` compares a walk's label
+PNGs with the CAMs' labels at the background threshold --threshold, for base and novel objects, as
+shares of the objects' GT pixels: the pixels the walk filled in and lost, and the other pixels
+(leaks) it stopped and started calling them (retab.diagnostics.label_change_counts).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from retab.data.datasets import load_voc_image
 from retab.metrics import confusion_matrix, scores_from_confusion
 from retab.misc.errors import RetabError
 from retab.misc.fileio import load_score_dict
-from retab.engines.evaluation import load_gt, summary_line
+from retab.engines.evaluation import best_object_channel, load_gt, summary_line
 from retab.engines.stage_support import add_grid_sampling_arg
 from retab.voc import load_label_png, novel_labels, read_name_list
 
@@ -179,6 +184,31 @@ def boundary_map_coverage(args, names) -> None:
                   f"{interior:.2f} % flagged ({c['interior']} px over 4 px inside) (fold {args.fold})")
 
 
+def cam_labels(cam_dir: str, voc_root: str, name: str, shape, threshold: float) -> np.ndarray:
+    """The CAMs' labels at a background threshold, as the evaluation scores them (object where its score > t)."""
+    label, score = best_object_channel(Path(cam_dir) / f"{name}.npy", "npy", shape,
+                                       Path(voc_root) / "SegmentationClass", name)
+    return np.where(score > threshold, label, 0).astype(np.uint8)
+
+
+def label_changes(args, names) -> None:
+    novel = set(novel_labels(args.fold))
+    totals = {}
+    for name in tqdm(names, desc="images"):
+        gt = gt_mask(args.voc12_root, name)
+        before = cam_labels(args.cam_dir, args.voc12_root, name, gt.shape, args.threshold)
+        after = load_label_png(Path(args.labels_dir) / f"{name}.png")
+        for label, counts in diagnostics.label_change_counts(gt, before, after).items():
+            add_counts(totals, "novel" if label in novel else "base", counts)
+    for group in ("base", "novel"):
+        c = totals.get(group)
+        if c:
+            share = {k: 100 * v / max(c["gt"], 1) for k, v in c.items()}
+            print(f"{group} objects ({c['gt']} GT px), % of them: filled {share['filled']:.2f}, lost "
+                  f"{share['lost']:.2f}, leaks removed {share['leak_removed']:.2f}, leaks added "
+                  f"{share['leak_added']:.2f} (CAM threshold {args.threshold:g}, fold {args.fold})")
+
+
 def add_counts(totals: dict, key, counts: dict) -> None:
     total = totals.setdefault(key, dict.fromkeys(counts, 0))
     for name, value in counts.items():
@@ -188,11 +218,13 @@ def add_counts(totals: dict, key, counts: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["ceiling", "perfect_affinity", "affinity_auc", "crf_labels", "training_pairs",
-                                     "boundary_maps"])
+                                     "boundary_maps", "label_changes"])
     p.add_argument("--voc12_root", required=True)
     p.add_argument("--list", required=True)
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity, crf_labels)")
+    p.add_argument("--cam_dir", help="CAM dicts (perfect_affinity, crf_labels, label_changes)")
+    p.add_argument("--threshold", type=float, help="the CAMs' background threshold (label_changes)")
+    p.add_argument("--labels_dir", help="a walk's label PNGs (label_changes)")
     p.add_argument("--crf_alphas", nargs="+", default=["4,32"], help="LA,HA pairs (crf_labels)")
     p.add_argument("--la_crf_dir", help="la CRF dicts (training_pairs)")
     p.add_argument("--ha_crf_dir", help="ha CRF dicts (training_pairs)")
@@ -241,6 +273,10 @@ def run(p: argparse.ArgumentParser, args) -> int:
         if not args.boundary_target_dir:
             p.error("boundary_maps needs --boundary_target_dir")
         boundary_map_coverage(args, names)
+    elif args.what == "label_changes":
+        if not (args.cam_dir and args.labels_dir and args.threshold is not None):
+            p.error("label_changes needs --cam_dir, --threshold and --labels_dir")
+        label_changes(args, names)
     else:
         if not args.weights:
             p.error("affinity_auc needs --weights")

@@ -22,6 +22,9 @@ time; the callers sum the confusions over a list (`tools/walk_diagnostics.py`):
 - `boundary_flag_counts`: how a boundary target map covers each GT object: the pixels near its
   outline and those deep inside it that the map flags as boundary (base against novel objects: how
   far the boundary net's edges carry over to the unseen classes).
+- `label_change_counts`: what a walk changed in a labelling, object by object: the object's pixels
+  it gained (the CAMs' holes filled) and lost, and the other pixels it stopped or started calling
+  the object (leaks removed and added).
 """
 from __future__ import annotations
 
@@ -209,4 +212,26 @@ def boundary_flag_counts(gt: np.ndarray, target: np.ndarray, outline_radius: int
         counts[int(label)] = {"outline": int(outline.sum()), "outline_flagged": int((outline & boundary).sum()),
                               "interior": int(interior.sum()),
                               "interior_flagged": int((interior & boundary).sum())}
+    return counts
+
+
+def label_change_counts(gt: np.ndarray, before: np.ndarray, after: np.ndarray) -> dict[int, dict[str, int]]:
+    """Per object label (1..20) in the GT or either labelling: {"gt", "filled", "lost",
+    "leak_removed", "leak_added"}. Filled: its GT pixels labelled something else before and it
+    after; lost: the reverse. Leak removed: pixels of another GT label (not 255) labelled it before
+    and not after; leak added: the reverse. Pixels with GT 255 are not counted."""
+    gt, before, after = np.asarray(gt), np.asarray(before), np.asarray(after)
+    if not gt.shape == before.shape == after.shape:
+        raise ValueError(f"shapes differ: gt {gt.shape}, before {before.shape}, after {after.shape}")
+    valid = gt != IGNORE
+    counts = {}
+    for label in np.union1d(np.union1d(np.unique(gt[valid]), np.unique(before[valid])), np.unique(after[valid])):
+        if label == 0:
+            continue
+        is_obj, was, now = (gt == label) & valid, (before == label) & valid, (after == label) & valid
+        other = valid & ~is_obj
+        counts[int(label)] = {"gt": int(is_obj.sum()), "filled": int((is_obj & ~was & now).sum()),
+                              "lost": int((is_obj & was & ~now).sum()),
+                              "leak_removed": int((other & was & ~now).sum()),
+                              "leak_added": int((other & ~was & now).sum())}
     return counts
